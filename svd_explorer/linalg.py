@@ -1,0 +1,140 @@
+"""Robust linear algebra shared by every method: whitening factors and truncated SVDs.
+
+Everything here runs in float64. A failed decomposition is never replaced by random or zero
+factors: whitening climbs a ladder (Cholesky, Cholesky with growing diagonal jitter, symmetric
+eigendecomposition) and records which rung it used, so the app can show it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+JITTER_START = 1e-6   # first jitter, relative to mean(diag G)
+JITTER_STEPS = 6      # 1e-6 ... 1e-1 (x10 each), then the eigendecomposition fallback
+EIG_FLOOR = 1e-10     # eigenvalues are clamped at max(e) * EIG_FLOOR
+
+
+class DecompositionError(RuntimeError):
+    """A whitening or SVD that could not be computed; the message names the layer."""
+
+
+@dataclass
+class Whitener:
+    """S with S Sᵀ = G (+ jitter); lower triangular unless the eigen fallback was used."""
+
+    factor: torch.Tensor
+    path: str            # "cholesky", "cholesky+jitter" or "eigh"
+    jitter: float = 0.0  # absolute λ added to the diagonal
+    eigvals: torch.Tensor | None = None  # only for the eigh path: S = Q diag(sqrt(e))
+    eigvecs: torch.Tensor | None = None
+
+    def times(self, m: torch.Tensor) -> torch.Tensor:
+        """M S."""
+        return m @ self.factor
+
+    def solve_transposed(self, m: torch.Tensor) -> torch.Tensor:
+        """M S⁻ᵀ, without forming an inverse."""
+        if self.eigvals is None:
+            return torch.linalg.solve_triangular(self.factor.mT, m, upper=True, left=False)
+        return (m @ self.eigvecs) / self.eigvals.sqrt()
+
+    def unwhiten(self, b: torch.Tensor) -> torch.Tensor:
+        """B S⁻¹: maps right factors found in the whitened space back to input space."""
+        if self.eigvals is None:
+            return torch.linalg.solve_triangular(self.factor, b, upper=False, left=False)
+        return (b / self.eigvals.sqrt()) @ self.eigvecs.mT
+
+    def describe(self) -> dict:
+        return {"path": self.path, "jitter": self.jitter}
+
+
+def whiten(gram: torch.Tensor, name: str = "layer") -> Whitener:
+    """Factor a Gram matrix robustly (see module docstring)."""
+    g = gram.double()
+    g = 0.5 * (g + g.mT)
+    if not torch.isfinite(g).all():
+        raise DecompositionError(f"{name}: the input Gram matrix has non-finite entries (inputs overflowed?)")
+    scale = g.diagonal().mean().item()
+    if not scale > 0:
+        raise DecompositionError(f"{name}: the input Gram matrix is zero: this layer never received a non-zero input")
+    factor, info = torch.linalg.cholesky_ex(g)
+    if info.item() == 0:
+        return Whitener(factor, "cholesky")
+    eye = torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
+    lam = JITTER_START * scale
+    for _ in range(JITTER_STEPS):
+        factor, info = torch.linalg.cholesky_ex(g + lam * eye)
+        if info.item() == 0:
+            return Whitener(factor, "cholesky+jitter", lam)
+        lam *= 10
+    e, q = torch.linalg.eigh(g)
+    top = e.max().item()
+    if not top > 0:
+        raise DecompositionError(f"{name}: the input Gram matrix has no positive eigenvalue")
+    e = e.clamp_min(top * EIG_FLOOR)
+    return Whitener(q * e.sqrt(), "eigh", 0.0, eigvals=e, eigvecs=q)
+
+
+@dataclass
+class Truncation:
+    """Top-k factors of a matrix M ≈ A B with √σ on each side, and M's full spectrum."""
+
+    left: torch.Tensor    # A: [m, k]
+    right: torch.Tensor   # B: [k, n]
+    spectrum: torch.Tensor  # all singular values of M, descending
+
+
+def truncate(m: torch.Tensor, k: int, name: str = "layer") -> Truncation:
+    """Best rank-k approximation of M (Eckart-Young), factors split as U√Σ and √Σ Vᵀ."""
+    m = m.double()
+    if not torch.isfinite(m).all():
+        raise DecompositionError(f"{name}: the matrix to truncate has non-finite entries")
+    try:
+        u, s, vh = torch.linalg.svd(m, full_matrices=False)
+    except RuntimeError as err:  # LAPACK did not converge
+        raise DecompositionError(f"{name}: SVD failed ({err})") from err
+    root = s[:k].sqrt()
+    return Truncation(u[:, :k] * root, root[:, None] * vh[:k], s)
+
+
+def singular_values(w: torch.Tensor) -> torch.Tensor:
+    """All singular values of W, descending, from the eigenvalues of its smaller Gram matrix.
+
+    Several times cheaper than an SVD; accurate in float64 down to about 1e-8 of the largest
+    value, which is all a spectrum plot needs."""
+    w = w.double()
+    g = w @ w.mT if w.shape[0] <= w.shape[1] else w.mT @ w
+    return torch.linalg.eigvalsh(g).flip(0).clamp_min(0).sqrt()
+
+
+def captured_ratio(spectrum: torch.Tensor, k: int) -> float:
+    """Share of ‖M‖_F² that the top-k singular values hold."""
+    energy = spectrum.double().pow(2)
+    total = energy.sum().item()
+    return energy[:k].sum().item() / total if total > 0 else 1.0
+
+
+def weighted_error(w: torch.Tensor, w_hat: torch.Tensor, gram: torch.Tensor) -> float:
+    """‖(W − W')X‖_F / ‖W X‖_F computed from the Gram matrix G = X Xᵀ."""
+    w = w.double()
+    e = w - w_hat.double()
+    num = ((e @ gram) * e).sum().item()
+    den = ((w @ gram) * w).sum().item()
+    return (max(num, 0.0) / den) ** 0.5 if den > 0 else 0.0
+
+
+def whitened_fit(weight: torch.Tensor, whitener: Whitener, k: int, cross: torch.Tensor | None = None,
+                 name: str = "layer") -> Truncation:
+    """Best rank-k W' for  min ‖W' X − T‖_F  given the input Gram G = X Xᵀ = S Sᵀ.
+
+    `cross` describes the target through T Xᵀ = W @ cross; None means T = W X (cross = G), which
+    is SVD-LLM's truncation-aware whitening: truncate M = W S. Otherwise M = W cross S⁻ᵀ. Why:
+    Q = S⁻¹X has orthonormal rows, the part of T outside the row space of X is out of reach of
+    any W', and the loss is ‖W' S − M‖² + const, minimised by the truncated SVD of M. The
+    returned right factor is mapped back (· S⁻¹), so W' = left @ right.
+    """
+    w = weight.double()
+    m = whitener.times(w) if cross is None else whitener.solve_transposed(w @ cross.double())
+    t = truncate(m, k, name)
+    return Truncation(t.left, whitener.unwhiten(t.right), t.spectrum)
