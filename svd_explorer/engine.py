@@ -8,7 +8,7 @@ import torch
 
 from .data import data_dir, local_file, text_windows
 from .export import save_compressed, versions
-from .lowrank import break_even_rank, check_ratio, rank_for_ratio
+from .lowrank import break_even_rank, check_ratio
 from .methods import Method
 from .metrics import evaluate
 from .models import LoadedModel, count_parameters, find_layout, hub_reachable, load_model
@@ -66,8 +66,11 @@ def run_compression(model, method: Method, ratio: float, *, calib: str = "auto",
                     seq_len: int = 512, seed: int = 0, eval_source: str = "auto", eval_windows: int = 20,
                     batch_size: int = 8, precision: str = "auto", output=None, tasks: str = "",
                     limit=None, task_data=None, log=None, callback=None, cancel=None,
-                    keep_model: bool = False) -> dict:
-    """Compress and measure; returns the JSON-able result (with the model under "_model" if keep_model)."""
+                    keep_model: bool = False, measure_forward: bool = True) -> dict:
+    """Compress and measure; returns the JSON-able result (with the model under "_model" if keep_model).
+
+    measure_forward times one plain forward of the original model over the calibration set
+    (calib_forward_seconds), so compression time can be read as a multiple of it."""
     log = log or (lambda kind, data: None)
     check_ratio(ratio)
     lm = _loaded(model)
@@ -80,8 +83,10 @@ def run_compression(model, method: Method, ratio: float, *, calib: str = "auto",
     log("status", f"calibration: {calib_desc}")
     eval_ids, eval_desc = evaluation_windows(lm, eval_source, eval_windows, seq_len, seed)
     log("status", f"evaluation: {eval_desc}")
-    log("status", "timing one plain forward over the calibration set")
-    forward = forward_seconds(lm.model, calib_ids, batch_size)
+    forward = None
+    if measure_forward:
+        log("status", "timing one plain forward over the calibration set")
+        forward = forward_seconds(lm.model, calib_ids, batch_size)
 
     def relay(kind, data):
         log(kind, data)
@@ -158,20 +163,29 @@ def evaluate_model(model, *, eval_source: str = "auto", windows: int = 20, seq_l
     return result
 
 
-def model_info(model, ratio: float) -> dict:
+def model_info(model, ratio: float, method: Method | None = None) -> dict:
     """Parameter counts, per-kind ranks and break-even ranks for a ratio, before anything runs."""
     lm = _loaded(model)
-    layout = find_layout(lm.model)
+    return budget_summary(find_layout(lm.model), count_parameters(lm.model), ratio, method) | {"model": lm.source}
+
+
+def budget_summary(layout, total_params: int, ratio: float, method: Method | None = None) -> dict:
+    """What a method's plan keeps at `ratio`: totals, and per projection kind the shape, the rank of the
+    first compressed block and the break-even rank. Needs only shapes (works on a meta-device model)."""
+    from .methods import get_method
+
+    plan = (method or get_method("svd")).plan(layout, ratio)
+    dense = sum(p.dense_params for p in layout.projections)
+    kept = dense - sum(p.dense_params - plan[p.name].rank * (p.out_features + p.in_features)
+                       for p in layout.projections if p.name in plan)
     kinds = {}
     for p in layout.projections:
-        if p.kind not in kinds:
+        if p.kind not in kinds and p.name in plan:
             kinds[p.kind] = {"shape": [p.out_features, p.in_features],
                              "break_even_rank": round(break_even_rank(p.out_features, p.in_features), 1),
-                             "rank": rank_for_ratio(p.out_features, p.in_features, ratio, p.name)}
-    dense = sum(p.dense_params for p in layout.projections)
-    kept = sum(rank_for_ratio(p.out_features, p.in_features, ratio, p.name) * (p.out_features + p.in_features)
-               for p in layout.projections)
-    total = count_parameters(lm.model)
-    return {"model": lm.source, "blocks": layout.num_blocks, "projections": len(layout.projections),
-            "params": total, "linear_params": dense, "ratio": ratio, "params_after": total - dense + kept,
-            "linear_params_after": kept, "kinds": kinds, "data_dir": str(data_dir()) if data_dir() else None}
+                             "rank": plan[p.name].rank}
+    return {"blocks": layout.num_blocks, "compressed_blocks": len({p.block for p in layout.projections
+                                                                   if p.name in plan}),
+            "projections": len(layout.projections), "params": total_params, "linear_params": dense,
+            "ratio": ratio, "params_after": total_params - dense + kept, "linear_params_after": kept,
+            "kinds": kinds, "data_dir": str(data_dir()) if data_dir() else None}

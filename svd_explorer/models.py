@@ -344,3 +344,51 @@ def trace_groups(model: nn.Module, blocks: nn.ModuleList) -> list[tuple[str, ...
             groups.append([name])
         last_input = x
     return [tuple(g) for g in groups]
+
+
+def layout_from_config(source: str, revision: str | None = None) -> tuple[Layout, int]:
+    """Layout and parameter count from the config alone (meta device: nothing is downloaded but the config)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(source, revision=revision, local_files_only=not hub_reachable())
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"could not read the config of {source!r}: {_first_line(err)}") from err
+    check_causal_lm(config, source)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return find_layout(model), count_parameters(model)
+
+
+class ModelCache:
+    """Loaded models by source, shared by the app's sessions; the least recently used goes first."""
+
+    def __init__(self, size: int = 2):
+        import threading
+        from collections import OrderedDict
+
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+        self.loading: dict[str, threading.Lock] = {}
+
+    def peek(self, source: str) -> LoadedModel | None:
+        with self.lock:
+            return self.items.get(source)
+
+    def get(self, source: str, memory_limit_bytes: int | None = None) -> LoadedModel:
+        import threading
+
+        with self.lock:
+            if source in self.items:
+                self.items.move_to_end(source)
+                return self.items[source]
+            gate = self.loading.setdefault(source, threading.Lock())
+        with gate:  # one load per source; other callers wait for it
+            cached = self.peek(source)
+            if cached is not None:
+                return cached
+            loaded = load_model(source, memory_limit_bytes=memory_limit_bytes)
+            with self.lock:
+                self.items[source] = loaded
+                while len(self.items) > self.size:
+                    self.items.popitem(last=False)
+            return loaded

@@ -111,3 +111,15 @@ def text_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("text") / "sample.txt"
     path.write_bytes(SAMPLE_TEXT.replace("\n", "\r\n").encode())
     return path
+
+
+@pytest.fixture(scope="session")
+def app(tiny_folder):
+    """The app launched in-process on the tiny local model, with tiny calibration settings."""
+    from svd_explorer.ui import build_demo
+
+    demo = build_demo(default_model=str(tiny_folder), preload=True,
+                      defaults={"calib_samples": 4, "seq_len": 32, "eval_windows": 2})
+    demo.queue().launch(prevent_thread_lock=True, quiet=True)
+    yield demo
+    demo.close()

@@ -9,13 +9,16 @@ Two parts:
 2. Block refinement: once every projection of a block is replaced, all of the block's parameters
    (low-rank factors, norms, biases) are tuned end to end so that the compressed block fed the
    compressed stream reproduces the original block's output on the original stream:
-   loss = MSE(block'(H_c), block(H_f)). Defaults follow the paper and its code: AdamW, lr 1e-4,
-   weight decay 0.01, gradient clip 1.0, 200 steps (their 25 epochs x 8 batches), 10% linear
-   warm-up then cosine decay to 0.1x. Micro-batches here are `refine_batch` calibration windows
-   (one 512-token window by default, against 32 x 2048 tokens in the paper) so the 200 steps fit a
-   CPU; they are drawn in a seeded shuffled order. If the tuned block's loss on the whole
-   calibration set is not lower than before, the block is restored (the refinement never makes
-   the objective it minimises worse).
+   loss = MSE(block'(H_c), block(H_f)). As in the paper and its code: AdamW, weight decay 0.01,
+   gradient clip 1.0, 10% linear warm-up then cosine decay to 0.1x, all block parameters.
+   Deviation, for a CPU: the paper takes 200 steps of 32 x 2048 tokens at lr 1e-4 (25 epochs x 8
+   batches). Here a step is `refine_batch` calibration windows (one by default) and the defaults,
+   100 steps at lr 3e-4, were chosen on held-out calibration-domain text (SmolLM2-135M, 20%,
+   32 x 512 calibration tokens: held-out perplexity 45.8 against 50.3 for 100 steps at 1e-4 and
+   46.7 at 1e-3, which fits the calibration set harder). The paper's schedule is
+   --refine-steps 200 --refine-lr 1e-4 --refine-batch 4. Steps draw micro-batches in a seeded
+   shuffled order. If the tuned block's loss on the whole calibration set is not lower than before,
+   the block is restored (the refinement never makes the objective it minimises worse).
 """
 from __future__ import annotations
 
@@ -69,6 +72,14 @@ def trainable(block, which: str) -> list[tuple[str, torch.nn.Parameter]]:
             for pn, p in m.named_parameters(recurse=False) if pn != "bias"]
 
 
+def adamw(params, lr):
+    """Fused AdamW where this torch build has it (3-4x less optimizer time per step on a CPU)."""
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=WEIGHT_DECAY, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=WEIGHT_DECAY)
+
+
 def refine(block, data, steps: int, lr: float, batch: int, which: str, seed: int = 0) -> dict:
     params = trainable(block, which)
     snapshot = {n: p.detach().clone() for n, p in params}
@@ -80,7 +91,7 @@ def refine(block, data, steps: int, lr: float, batch: int, which: str, seed: int
         order += torch.randperm(len(chunks), generator=generator).tolist()
     for _, p in params:
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW([p for _, p in params], lr=lr, weight_decay=WEIGHT_DECAY)
+    optimizer = adamw([p for _, p in params], lr)
     losses = []
     try:
         for step in range(steps):
@@ -120,8 +131,8 @@ class AASVD(Method):
     options = (
         Option("init", "whiten", "per-layer closed form: SVD-LLM whitening (the paper's headline rows) or the "
                "anchored fit min‖W'X_c − W X_f‖", ("whiten", "anchored")),
-        Option("refine_steps", 200, "optimizer steps of block refinement per block (0 turns it off)"),
-        Option("refine_lr", 1e-4, "peak learning rate of block refinement (AdamW)"),
+        Option("refine_steps", 100, "optimizer steps of block refinement per block (0 turns it off; paper: 200)"),
+        Option("refine_lr", 3e-4, "peak learning rate of block refinement (AdamW; paper: 1e-4)"),
         Option("refine_batch", 1, "calibration windows per refinement step"),
         Option("refine_params", "all", "what block refinement tunes: every block parameter (low-rank factors, "
                "norms, biases) or only the low-rank factors", ("all", "factors")),

@@ -1,0 +1,190 @@
+"""Plotly figures, as pure functions of run results (the dictionaries the CLI writes with --json)."""
+from __future__ import annotations
+
+import math
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+TEMPLATE = "plotly_white"
+HEIGHT = 380
+COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"]
+METHOD_COLORS = {"svd": "#6b7280", "asvd": "#ca8a04", "svd-llm": "#2563eb", "ressvd": "#16a34a",
+                 "aa-svd": "#dc2626", "saes-svd": "#9333ea"}
+
+
+def _figure(title: str, x: str, y: str, **layout) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(template=TEMPLATE, height=HEIGHT, title=title, xaxis_title=x, yaxis_title=y,
+                      margin=dict(l=60, r=20, t=50, b=50), legend=dict(orientation="h", y=-0.2), **layout)
+    return fig
+
+
+def empty(message: str) -> go.Figure:
+    fig = _figure("", "", "")
+    fig.add_annotation(text=message, showarrow=False, font=dict(size=15, color="#6b7280"), x=0.5, y=0.5,
+                       xref="paper", yref="paper")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def kinds(result: dict) -> list[str]:
+    seen = []
+    for layer in result.get("layers", []):
+        if layer["kind"] not in seen:
+            seen.append(layer["kind"])
+    return seen
+
+
+def find_layer(result: dict, block: int, kind: str) -> dict | None:
+    return next((l for l in result.get("layers", []) if l["block"] == block and l["kind"] == kind), None)
+
+
+def spectrum_figure(result: dict, block: int, kind: str) -> go.Figure:
+    """Singular values of raw W and of the matrix the method truncates, each relative to its largest."""
+    layer = find_layer(result, block, kind)
+    if layer is None:
+        return empty(f"block {block} · {kind} was not compressed in this run")
+    m, n = layer["shape"]
+    k = layer["rank"]
+    fig = _figure(f"block {block} · {kind} ({m}×{n}) · rank kept {k} · break-even {m * n / (m + n):.0f}",
+                  "index i", "σᵢ / σ₁ (log)", yaxis_type="log")
+    for values, name, color in ((layer["spectrum_raw"], "raw W", "#9ca3af"),
+                                (layer["spectrum_truncated"], f"truncated: {layer['truncated']}", "#2563eb")):
+        top = values[0] if values and values[0] > 0 else 1.0
+        fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=[max(v / top, 1e-12) for v in values],
+                                 mode="lines", name=name, line=dict(color=color, width=2)))
+    fig.add_vline(x=k, line=dict(color="#dc2626", dash="dash"), annotation_text=f"kept rank {k}",
+                  annotation_position="top right")
+    fig.add_vrect(x0=k, x1=min(m, n), fillcolor="#fecaca", opacity=0.25, line_width=0)
+    energy = [v * v for v in layer["spectrum_truncated"]]
+    share = sum(energy[:k]) / sum(energy) if sum(energy) else 1.0
+    fig.add_annotation(text=f"rank {k} keeps {100 * share:.1f}% of the energy · rel. error {layer['rel_error']:.3f}",
+                       x=0.99, y=0.99, xref="paper", yref="paper", showarrow=False, xanchor="right")
+    return fig
+
+
+def depth_figure(runs: list[tuple[str, dict]], metric: str = "rel_error") -> go.Figure:
+    """Accumulated error of the hidden states through depth, one line per run."""
+    label = {"rel_error": "‖H_c − H_f‖ / ‖H_f‖", "cosine_distance": "1 − cos(H_c, H_f)"}[metric]
+    fig = _figure("Error of the compressed model's hidden states after each block", "block", label)
+    for i, (name, result) in enumerate(runs):
+        rows = result.get("depth_error", [])
+        if rows:
+            method = result.get("method", "")
+            fig.add_trace(go.Scatter(x=[r["block"] for r in rows], y=[r[metric] for r in rows], mode="lines+markers",
+                                     name=name, line=dict(color=METHOD_COLORS.get(method, COLORS[i % len(COLORS)]),
+                                                          width=3 if i == len(runs) - 1 else 1.5)))
+    if not fig.data:
+        return empty("run a compression to see the error through depth")
+    return fig
+
+
+def error_heatmap(result: dict) -> go.Figure:
+    """Relative error of every compressed projection on its calibration inputs (blocks × projections)."""
+    names = kinds(result)
+    blocks = sorted({l["block"] for l in result.get("layers", [])})
+    if not names:
+        return empty("run a compression to see the per-projection errors")
+    z = [[(find_layer(result, b, k) or {}).get("rel_error") for k in names] for b in blocks]
+    fig = _figure("Relative error ‖(W − W')X‖ / ‖WX‖ per projection", "projection", "block")
+    fig.add_trace(go.Heatmap(z=z, x=names, y=blocks, colorscale="Reds", colorbar=dict(title="rel. error"),
+                             hovertemplate="block %{y} · %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def aces_figure(result: dict, block: int, kind: str) -> go.Figure:
+    """ACES: share of the objective captured at rank k against the coefficient β, and the choice."""
+    layer = find_layer(result, block, kind)
+    aces = ((layer or {}).get("extra") or {}).get("aces")
+    if not aces:
+        return empty("the ACES search exists for saes-svd runs")
+    fig = _figure(f"ACES search · block {block} · {kind}", "β = α / (1 + α)", "share captured at rank k")
+    if aces.get("interval"):
+        lo, hi = aces["interval"]
+        fig.add_vrect(x0=lo, x1=hi, fillcolor="#dbeafe", opacity=0.5, line_width=0, annotation_text="search interval")
+    if aces.get("curve"):
+        fig.add_trace(go.Scatter(x=[p[0] for p in aces["curve"]], y=[p[1] for p in aces["curve"]], mode="lines",
+                                 name="surrogate (fixed subspace)", line=dict(color="#93c5fd")))
+    if aces.get("points"):
+        fig.add_trace(go.Scatter(x=[p[0] for p in aces["points"]], y=[p[1] for p in aces["points"]], mode="markers",
+                                 name="coefficients tried", marker=dict(color="#2563eb", size=8)))
+    if aces.get("beta") is not None:
+        fig.add_trace(go.Scatter(x=[aces["beta"]], y=[aces["captured"]], mode="markers", name="chosen (exact)",
+                                 marker=dict(color="#dc2626", size=14, symbol="star")))
+    if aces.get("guard"):
+        fig.add_annotation(text="surrogate pick captured less than the midpoint: midpoint kept", x=0.5, y=0.02,
+                           xref="paper", yref="paper", showarrow=False)
+    return fig
+
+
+def aces_depth_figure(result: dict) -> go.Figure:
+    """The chosen β through depth, one line per projection kind."""
+    fig = _figure("Coefficient chosen by ACES through depth", "block", "β")
+    for i, kind in enumerate(kinds(result)):
+        layers = [l for l in result["layers"] if l["kind"] == kind and (l.get("extra") or {}).get("aces")]
+        if layers:
+            fig.add_trace(go.Scatter(x=[l["block"] for l in layers], y=[l["extra"]["aces"]["beta"] for l in layers],
+                                     mode="lines+markers", name=kind, line=dict(color=COLORS[i % len(COLORS)])))
+    return fig if fig.data else empty("the ACES search exists for saes-svd runs")
+
+
+def refine_figure(result: dict, block: int | None = None) -> go.Figure:
+    """AA-SVD block refinement: the loss per step of one block, and every block's loss before and after."""
+    refined = [b for b in result.get("blocks", []) if b.get("refine")]
+    if not refined:
+        return empty("block refinement exists for aa-svd runs with refinement steps > 0")
+    chosen = next((b for b in refined if b["block"] == block), refined[0])
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"block {chosen['block']}: loss per step",
+                                                        "calibration loss per block"))
+    losses = chosen["refine"]["losses"]
+    fig.add_trace(go.Scatter(x=list(range(1, len(losses) + 1)), y=losses, mode="lines", name="MSE per step",
+                             line=dict(color="#dc2626")), row=1, col=1)
+    x = [b["block"] for b in refined]
+    fig.add_trace(go.Bar(x=x, y=[b["refine"]["loss_before"] for b in refined], name="before refinement",
+                         marker_color="#9ca3af"), row=1, col=2)
+    fig.add_trace(go.Bar(x=x, y=[b["refine"]["loss_after"] for b in refined], name="after refinement",
+                         marker_color="#dc2626"), row=1, col=2)
+    fig.update_layout(template=TEMPLATE, height=HEIGHT, barmode="group", margin=dict(l=60, r=20, t=50, b=50),
+                      legend=dict(orientation="h", y=-0.2))
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_xaxes(title_text="step", row=1, col=1)
+    fig.update_xaxes(title_text="block", row=1, col=2)
+    return fig
+
+
+def comparison_figure(rows: list[dict], metric: str = "ppl_compressed") -> go.Figure:
+    """Runs in the history: quality against the share of parameters kept, one marker per run."""
+    label = {"ppl_compressed": "perplexity (log)", "kl_to_original": "KL to the original (log)",
+             "top1_agreement": "top-1 agreement"}[metric]
+    fig = _figure("Runs compared", "parameters kept (whole model)", label,
+                  yaxis_type="log" if metric != "top1_agreement" else "linear")
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method and r.get(metric) is not None and _finite(r[metric])]
+        if mine:
+            fig.add_trace(go.Scatter(
+                x=[r["params_after"] / r["params_before"] for r in mine], y=[r[metric] for r in mine],
+                mode="markers+text", name=method, text=[f"{r['ratio']:g}" for r in mine], textposition="top center",
+                marker=dict(size=12, color=METHOD_COLORS.get(method))))
+    originals = [r for r in rows if r.get("ppl_original") is not None]
+    if metric == "ppl_compressed" and originals:
+        fig.add_hline(y=originals[-1]["ppl_original"], line=dict(color="#6b7280", dash="dot"),
+                      annotation_text="original")
+    return fig if fig.data else empty("runs with an evaluation appear here")
+
+
+def zero_shot_figure(scores: dict[str, dict[str, dict]]) -> go.Figure:
+    """Accuracy per task, one bar per model ({model: {task: {acc, stderr}}})."""
+    fig = _figure("Zero-shot accuracy (lm-eval)", "task", "accuracy", barmode="group")
+    for i, (model, tasks) in enumerate(scores.items()):
+        names = [t for t in tasks if tasks[t].get("acc") is not None]
+        fig.add_trace(go.Bar(x=names, y=[tasks[t]["acc"] for t in names], name=model,
+                             marker_color=COLORS[i % len(COLORS)],
+                             error_y=dict(type="data", array=[tasks[t].get("acc_stderr") or 0 for t in names])))
+    return fig if fig.data else empty("run the zero-shot tasks to see their accuracy")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
