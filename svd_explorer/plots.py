@@ -61,7 +61,8 @@ def spectrum_figure(result: dict, block: int, kind: str) -> go.Figure:
     energy = [v * v for v in layer["spectrum_truncated"]]
     share = sum(energy[:k]) / sum(energy) if sum(energy) else 1.0
     fig.add_annotation(text=f"rank {k} keeps {100 * share:.1f}% of the energy · rel. error {layer['rel_error']:.3f}",
-                       x=0.99, y=0.99, xref="paper", yref="paper", showarrow=False, xanchor="right")
+                       x=0.01, y=0.02, xref="paper", yref="paper", showarrow=False, xanchor="left",
+                       bgcolor="rgba(255,255,255,0.8)")
     return fig
 
 
@@ -96,26 +97,28 @@ def error_heatmap(result: dict) -> go.Figure:
 
 
 def aces_figure(result: dict, block: int, kind: str) -> go.Figure:
-    """ACES: share of the objective captured at rank k against the coefficient β, and the choice."""
+    """ACES: share of the objective that rank k cannot capture, against the coefficient β, and the choice."""
     layer = find_layer(result, block, kind)
     aces = ((layer or {}).get("extra") or {}).get("aces")
     if not aces:
         return empty("the ACES search exists for saes-svd runs")
-    fig = _figure(f"ACES search · block {block} · {kind}", "β = α / (1 + α)", "share captured at rank k")
+    lost = lambda share: max(1 - share, 1e-16)  # noqa: E731
+    fig = _figure(f"ACES search · block {block} · {kind}", "β = α / (1 + α)",
+                  "share lost at rank k (log, lower is better)", yaxis_type="log")
     if aces.get("interval"):
         lo, hi = aces["interval"]
         fig.add_vrect(x0=lo, x1=hi, fillcolor="#dbeafe", opacity=0.5, line_width=0, annotation_text="search interval")
     if aces.get("curve"):
-        fig.add_trace(go.Scatter(x=[p[0] for p in aces["curve"]], y=[p[1] for p in aces["curve"]], mode="lines",
-                                 name="surrogate (fixed subspace)", line=dict(color="#93c5fd")))
+        fig.add_trace(go.Scatter(x=[p[0] for p in aces["curve"]], y=[lost(p[1]) for p in aces["curve"]],
+                                 mode="lines", name="surrogate (fixed subspace)", line=dict(color="#93c5fd")))
     if aces.get("points"):
-        fig.add_trace(go.Scatter(x=[p[0] for p in aces["points"]], y=[p[1] for p in aces["points"]], mode="markers",
-                                 name="coefficients tried", marker=dict(color="#2563eb", size=8)))
+        fig.add_trace(go.Scatter(x=[p[0] for p in aces["points"]], y=[lost(p[1]) for p in aces["points"]],
+                                 mode="markers", name="coefficients tried", marker=dict(color="#2563eb", size=8)))
     if aces.get("beta") is not None:
-        fig.add_trace(go.Scatter(x=[aces["beta"]], y=[aces["captured"]], mode="markers", name="chosen (exact)",
+        fig.add_trace(go.Scatter(x=[aces["beta"]], y=[lost(aces["captured"])], mode="markers", name="chosen (exact)",
                                  marker=dict(color="#dc2626", size=14, symbol="star")))
     if aces.get("guard"):
-        fig.add_annotation(text="surrogate pick captured less than the midpoint: midpoint kept", x=0.5, y=0.02,
+        fig.add_annotation(text="the surrogate's pick lost more than the midpoint: midpoint kept", x=0.5, y=0.02,
                            xref="paper", yref="paper", showarrow=False)
     return fig
 

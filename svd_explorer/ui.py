@@ -44,7 +44,9 @@ EXPLAIN = {
              "fit each layer to what the **original** model produced, from the inputs the compressed model "
              "really feeds it, so they pull the drift back; ResSVD leaves the first blocks untouched (zero "
              "error) and compresses the last ones harder. **Look for** the level at the last block, which is "
-             "what the LM head sees. Earlier runs are overlaid in thin lines.",
+             "what the LM head sees. Earlier runs are overlaid in thin lines. A sudden *drop* usually means the "
+             "hidden states' norm jumped (LLMs grow a few huge 'massive activation' channels), not that the error "
+             "shrank: the cosine distance is blind to norms.",
     "heatmap": "Relative error ‖(W−W')X‖/‖WX‖ of each compressed projection on its calibration inputs X (the "
                "compressed model's inputs for the methods that use them, else the original's). **Look for** the "
                "projection kinds that are hardest to compress and whether they get harder with depth.",
@@ -190,18 +192,18 @@ def partial_result(job, method: str) -> dict:
 
 def progress_markdown(job, total_projections: int | None, position: int) -> str:
     if job.status == "queued":
-        return f"⏳ Waiting for the worker: {position} job(s) ahead of yours."
+        return f"Waiting for the worker: {position} job(s) ahead of yours."
     events = job.events_since(0)
     statuses = [d for _, k, d in events if k == "status"]
     done = [d for _, k, d in events if k == "projection"]
     blocks = [d for _, k, d in events if k == "block"]
     start = next((t for t, k, _ in events if k == "start"), None)
-    text = f"⚙️ {statuses[-1] if statuses else 'starting'} · {job.elapsed:.0f} s elapsed"
+    text = f"Running: {statuses[-1] if statuses else 'starting'} · {job.elapsed:.0f} s elapsed"
     if done and total_projections:
         last = done[-1]
         spent = time.time() - start if start else job.elapsed
         left = spent / len(done) * (total_projections - len(done))
-        text = (f"⚙️ block {last['block']} · {last['kind']} · projection {len(done)} of {total_projections} "
+        text = (f"Running: block {last['block']} · {last['kind']} · projection {len(done)} of {total_projections} "
                 f"· {len(blocks)} block(s) done · {job.elapsed:.0f} s elapsed · about {left:.0f} s left")
     return text
 
@@ -270,6 +272,10 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
                 method_md = gr.Markdown(_method_markdown("svd-llm"))
                 ratio = gr.Slider(0.01, 0.99, value=0.2, step=0.01, label="Ratio: share of the projections' "
                                   "parameters removed")
+                with gr.Row():
+                    compress_btn = gr.Button("Compress", variant="primary", elem_id="compress")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                status = gr.Markdown("Ready.", elem_id="status")
                 budget_md = gr.Markdown(elem_id="budget")
                 with gr.Accordion("What the budget means", open=False):
                     gr.Markdown(EXPLAIN["budget"])
@@ -289,10 +295,6 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
                             for option in cls.options:
                                 option_boxes.append(_option_component(option))
                         groups[name] = group
-                with gr.Row():
-                    compress_btn = gr.Button("Compress", variant="primary", elem_id="compress")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
-                status = gr.Markdown("Ready.", elem_id="status")
             with gr.Column(scale=2):
                 run_box = gr.Dropdown(choices=[], label="Run shown", interactive=True)
                 with gr.Tabs():
@@ -369,7 +371,7 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
                     layout, total = layout_from_config(source)
                 return budget_markdown(engine.budget_summary(layout, total, ratio_value, method), method_name)
             except Exception as err:  # noqa: BLE001 - shown in the page
-                return f"⚠️ {err}"
+                return f"Error: {err}"
 
         def show_method(method_name):
             return [_method_markdown(method_name)] + [gr.update(visible=name == method_name) for name in groups]
@@ -404,7 +406,7 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
                 check_ratio(ratio_value)
                 method = get_method(method_name, **_options(method_name, specs, values))
             except ValueError as err:
-                yield [f"⚠️ {err}"] + skip
+                yield [f"Error: {err}"] + skip
                 return
             source = (source or "").strip()
 
@@ -420,7 +422,7 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
             try:
                 job = store.jobs.submit(session, "compress", work)
             except Busy as err:
-                yield [f"⚠️ {err}"] + skip
+                yield [f"Error: {err}"] + skip
                 return
             total, drawn = None, 0.0
             while not job.done:
@@ -450,20 +452,20 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
                 store.add(run)
                 choices = [(r.label, r.id) for r in store.session_runs(session)]
                 blocks = sorted({l["block"] for l in result["layers"]})
-                yield [f"✅ Done in {job.elapsed:.0f} s.", metrics_markdown(run),
+                yield [f"Done in {job.elapsed:.0f} s.", metrics_markdown(run),
                        plots.spectrum_figure(result, blocks[0], plots.kinds(result)[0]), gr.skip(), gr.skip(),
                        gr.update(choices=choices, value=run.id),
                        gr.update(minimum=blocks[0], maximum=max(blocks[-1], blocks[0] + 1), value=blocks[0])]
             elif job.status == "cancelled":
                 done = len(partial_result(job, method_name)["layers"])
-                yield [f"⏹️ Stopped after {done} projection(s) ({job.elapsed:.0f} s). The partial model was "
+                yield [f"Stopped after {done} projection(s) ({job.elapsed:.0f} s). The partial model was "
                        f"discarded; the app is ready for another run."] + skip
             else:
-                yield [f"❌ {job.error}"] + skip
+                yield [f"Error: {job.error}"] + skip
 
         def on_stop(request: gr.Request):
             stopped = store.jobs.cancel_session(request.session_hash)
-            return "⏹️ Stopping at the next projection…" if stopped else "Nothing is running."
+            return "Stopping at the next projection…" if stopped else "Nothing is running."
 
         def on_kinds(request: gr.Request, run_id):
             run = store.get(request.session_hash, run_id)
@@ -473,17 +475,17 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
         def on_generate(request: gr.Request, run_id, text, tokens, temp):
             run = store.get(request.session_hash, run_id)
             if run is None:
-                yield "⚠️ run a compression first", ""
+                yield "Error: run a compression first", ""
                 return
             if run.model is None:
-                yield "⚠️ this run's model was released to save memory: pick one of your last two runs", ""
+                yield "Error: this run's model was released to save memory: pick one of your last two runs", ""
                 return
             original = store.models.get(run.source)
             try:
                 for texts in side_by_side([original.model, run.model], run.tokenizer, text, int(tokens), float(temp)):
                     yield texts
             except ValueError as err:
-                yield f"⚠️ {err}", ""
+                yield f"Error: {err}", ""
 
         def on_zero_shot(request: gr.Request, run_id, chosen, count):
             from .evaluation import run_tasks
@@ -491,10 +493,10 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
             session = request.session_hash
             run = store.get(session, run_id)
             if run is None or run.model is None:
-                yield "⚠️ run a compression first (one of your last two runs)", gr.skip(), gr.skip()
+                yield "Error: run a compression first (one of your last two runs)", gr.skip(), gr.skip()
                 return
             if not chosen:
-                yield "⚠️ choose at least one task", gr.skip(), gr.skip()
+                yield "Error: choose at least one task", gr.skip(), gr.skip()
                 return
 
             def work(job):
@@ -509,18 +511,18 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
             try:
                 job = store.jobs.submit(session, "evaluate", work)
             except Busy as err:
-                yield f"⚠️ {err}", gr.skip(), gr.skip()
+                yield f"Error: {err}", gr.skip(), gr.skip()
                 return
             while not job.done:
                 time.sleep(0.5)
                 statuses = [dd for _, k, dd in job.events_since(0) if k == "status"]
-                yield (f"⚙️ {statuses[-1] if statuses else 'starting'} · {job.elapsed:.0f} s", gr.skip(), gr.skip())
+                yield (f"Running: {statuses[-1] if statuses else 'starting'} · {job.elapsed:.0f} s", gr.skip(), gr.skip())
             if job.status != "done":
-                yield f"❌ {job.error or 'stopped'}", gr.skip(), gr.skip()
+                yield f"Error: {job.error or 'stopped'}", gr.skip(), gr.skip()
                 return
             scores = job.result
             rows = [[t] + [_accuracy(scores[m].get(t)) for m in ("original", "compressed")] for t in chosen]
-            yield f"✅ {len(chosen)} task(s), {int(count)} examples each, {job.elapsed:.0f} s", rows, \
+            yield f"Done: {len(chosen)} task(s), {int(count)} examples each, {job.elapsed:.0f} s", rows, \
                 plots.zero_shot_figure(scores)
 
         def on_export(request: gr.Request, run_id):

@@ -27,6 +27,7 @@ from .base import Fit, Method, Option
 GRID = 9             # grid points for the exact searches
 GOLDEN_STEPS = 6     # golden-section refinements after the grid
 CURVE_POINTS = 21    # β values on [0, 1] for the surrogate curve drawn in the app
+GUARD_TOLERANCE = 1e-9  # the guard ignores differences in captured share below rounding level
 
 
 def objective_parts(weight, stats, whitener):
@@ -147,7 +148,7 @@ class SAESSVD(Method):
             mid = self.fixed_beta
             search["exact_at_pick"] = captured_ratio(t.spectrum, k)
             search["exact_at_midpoint"] = exact_captured(s, d, mid, k)
-            search["guard"] = search["exact_at_midpoint"] > search["exact_at_pick"]
+            search["guard"] = search["exact_at_midpoint"] > search["exact_at_pick"] + GUARD_TOLERANCE
             if search["guard"]:
                 beta, t = mid, truncate(s + mid * d, k, name)
         search.update(beta=beta, alpha=beta / (1 - beta) if beta < 1 else None, captured=captured_ratio(t.spectrum, k))
