@@ -12,7 +12,7 @@ from .lowrank import break_even_rank, check_ratio
 from .methods import Method
 from .metrics import evaluate
 from .models import LoadedModel, count_parameters, find_layout, hub_reachable, load_model
-from .pipeline import compress_model
+from .pipeline import cancel_check, compress_model
 
 EVAL_SEED_OFFSET = 1  # 'self' evaluation text must differ from 'self' calibration text
 
@@ -107,7 +107,7 @@ def run_compression(model, method: Method, ratio: float, *, calib: str = "auto",
                              "windows": 0 if eval_ids is None else len(eval_ids), "seq_len": seq_len}}
     if eval_ids is not None:
         log("status", "evaluating the original and the compressed model")
-        scores = evaluate(compressed, eval_ids, reference=lm.model, should_stop=_checker(cancel))
+        scores = evaluate(compressed, eval_ids, reference=lm.model, should_stop=cancel_check(cancel))
         result.update(ppl_original=scores["ppl_reference"], ppl_compressed=scores["ppl"],
                       kl_to_original=scores["kl_to_original"], top1_agreement=scores["top1_agreement"])
     if tasks:
@@ -130,17 +130,6 @@ def run_compression(model, method: Method, ratio: float, *, calib: str = "auto",
     if keep_model:
         result["_model"] = compressed
     return result
-
-
-def _checker(cancel):
-    if cancel is None:
-        return None
-
-    def check():
-        if cancel.is_set():
-            from .pipeline import Cancelled
-            raise Cancelled("the run was cancelled")
-    return check
 
 
 def evaluate_model(model, *, eval_source: str = "auto", windows: int = 20, seq_len: int = 512, seed: int = 0,

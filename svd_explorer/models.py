@@ -10,6 +10,8 @@ import importlib.metadata
 import importlib.util
 import os
 import socket
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -364,9 +366,6 @@ class ModelCache:
     """Loaded models by source, shared by the app's sessions; the least recently used goes first."""
 
     def __init__(self, size: int = 2):
-        import threading
-        from collections import OrderedDict
-
         self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
         self.loading: dict[str, threading.Lock] = {}
 
@@ -375,8 +374,6 @@ class ModelCache:
             return self.items.get(source)
 
     def get(self, source: str, memory_limit_bytes: int | None = None) -> LoadedModel:
-        import threading
-
         with self.lock:
             if source in self.items:
                 self.items.move_to_end(source)

@@ -40,6 +40,14 @@ class Cancelled(RuntimeError):
     """Raised between projections when the caller asked the run to stop."""
 
 
+def cancel_check(event):
+    """A function that raises Cancelled once `event` (a threading.Event, or None) is set."""
+    def check():
+        if event is not None and event.is_set():
+            raise Cancelled("the run was cancelled")
+    return check
+
+
 class _Stop(Exception):
     """Internal: ends a forward pass once the wanted input was captured."""
 
@@ -238,7 +246,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def compress_model(model: nn.Module, method: Method, ratio: float, calib_ids: torch.Tensor, *,
-                   batch_size: int = 8, precision: str = "float32", callback=None, cancel=None,
+                   batch_size: int = 8, precision: str = "auto", callback=None, cancel=None,
                    inplace: bool = False):
     """Compress `model` (a copy unless `inplace`) with `method` at `ratio`; returns (model, RunResult).
 
@@ -306,14 +314,11 @@ class _Run:
 
     def __init__(self, method, layout, plan, calls, hidden, emit, cancel, result, autocast):
         self.method, self.layout, self.plan, self.autocast = method, layout, plan, autocast
-        self.calls, self.emit, self.cancel, self.result = calls, emit, cancel, result
+        self.calls, self.emit, self.result = calls, emit, result
         self.h_f = hidden      # original stream, one tensor per batch
         self.h_c = hidden      # compressed stream: the same tensors until a block is compressed
         self.diverged = False
-
-    def check(self):
-        if self.cancel is not None and self.cancel.is_set():
-            raise Cancelled("the run was cancelled")
+        self.check = cancel_check(cancel)
 
     def block(self, index: int) -> None:
         t0 = time.perf_counter()

@@ -22,6 +22,7 @@ from .generation import EXAMPLES, side_by_side
 from .lowrank import check_ratio
 from .methods import REGISTRY, get_method
 from .models import DEFAULT_MODEL, EMBEDDED, ModelCache, find_layout, layout_from_config
+from .pipeline import cancel_check
 from .worker import Busy, JobManager
 
 MODELS_KEPT_PER_SESSION = 2   # compressed models kept in memory per session; older runs keep their figures
@@ -505,7 +506,7 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
                 for label, model in (("original", original.model), ("compressed", run.model)):
                     scores[label] = run_tasks(model, run.tokenizer, chosen, limit=int(count),
                                               on_task=lambda t, label=label: job.emit("status", f"{label}: {t}"),
-                                              should_stop=lambda: _raise_if(job.cancel))
+                                              should_stop=cancel_check(job.cancel))
                 return scores
 
             try:
@@ -574,12 +575,6 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
         demo.unload(on_unload)
     demo.store = store  # for tests and the launcher
     return demo
-
-
-def _raise_if(event):
-    if event.is_set():
-        from .pipeline import Cancelled
-        raise Cancelled("stopped")
 
 
 def _accuracy(scores: dict | None) -> str:

@@ -1,4 +1,5 @@
 """The app: plot builders on recorded results, the background worker, and the page driven by gradio_client."""
+import json
 import threading
 import time
 import zipfile
@@ -197,3 +198,14 @@ def test_one_job_per_session_and_sessions_do_not_block_each_other(app):
     seen = [out[0] for out in other]
     assert seen[-1].startswith("Done") and slow.outputs()[-1][0].startswith("Done")
     assert any("Waiting for the worker" in s for s in seen) or slow.done()
+
+
+def test_zero_shot_panel_evaluates_both_models(app, shared_data):
+    c, required = client(app)
+    list(c.submit(**compress_args(required, method_name="svd", ratio_value=0.3), api_name="/compress"))
+    job = c.submit(**{**required["/zero_shot"], "chosen": ["piqa"], "count": 10}, api_name="/zero_shot")
+    outputs = list(job)
+    status, table, figure = outputs[-1]
+    assert status.startswith("Done") and table["data"][0][0] == "piqa"
+    bars = json.loads(figure["plot"])["data"]
+    assert all("%" in cell for cell in table["data"][0][1:]) and [b["name"] for b in bars] == ["original", "compressed"]

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import SAMPLE_TEXT, tiny_ids, tiny_model
+from conftest import ARCHITECTURES, SAMPLE_TEXT, tiny_ids, tiny_model
 
 from svd_explorer.data import DataError, consecutive_windows, load_text, random_windows, tokenize
 from svd_explorer.export import load_compressed, save_compressed
@@ -70,7 +70,7 @@ def test_wikitext_falls_back_to_the_local_copy_offline(shared_data, monkeypatch)
         load_text("wikitext2", split="train")
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "opt", "phi3"])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_saved_model_loads_back_identical(arch, tmp_path):
     from conftest import char_tokenizer
 
@@ -121,3 +121,9 @@ def test_tokenize_adds_no_special_tokens(tiny_folder):
     lm = load_model(str(tiny_folder))
     ids = tokenize(lm.tokenizer, "ab")
     assert ids.tolist() == lm.tokenizer.convert_tokens_to_ids(["a", "b"])
+
+
+def test_a_model_too_large_for_the_memory_is_refused_with_the_figure(tiny_folder):
+    with pytest.raises(ModelLoadError, match=r"parameters: compressing it needs about .* GiB of memory and this "
+                                             r"machine has .* GiB available"):
+        load_model(str(tiny_folder), memory_limit_bytes=1000)

@@ -7,6 +7,7 @@ A method says which input statistics it needs (`stats`), how the rank budget is 
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
@@ -49,7 +50,7 @@ class Option:
     choices: tuple | None = None
 
 
-class Method:
+class Method(ABC):
     name: str = ""
     title: str = ""
     paper: str = ""
@@ -81,8 +82,9 @@ class Method:
         """Uniform budget: every projection loses `ratio` of its parameters."""
         return uniform_plan(layout.projections, ratio)
 
+    @abstractmethod
     def fit(self, weight: torch.Tensor, stats: Statistics, budget: Budget, name: str) -> Fit:
-        raise NotImplementedError
+        """Factorise one projection's weight [m, n] within `budget`, from the statistics it asked for."""
 
     def refine_block(self, block, data) -> dict | None:
         """Optional end-to-end tuning of a compressed block (data: pipeline.RefineData); returns diagnostics."""

@@ -1,0 +1,52 @@
+"""Zero-shot tasks through lm-eval, offline, on models in memory."""
+import json
+
+import pytest
+from conftest import char_tokenizer, tiny_model
+
+from svd_explorer.cli import main
+from svd_explorer.evaluation import LOCAL_FILES, TASK_FOLDER, TaskError, resolve, run_tasks
+
+
+def test_shipped_task_definitions_load_offline(shared_data):
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(TASK_FOLDER), include_defaults=False,
+                          metadata={"data_dir": str(shared_data)})
+    assert {f"{t}_local" for t in LOCAL_FILES} <= set(manager.all_tasks)
+
+
+def test_every_task_runs_on_a_tiny_model(shared_data):
+    scores = run_tasks(tiny_model("llama"), char_tokenizer(), ",".join(LOCAL_FILES), limit=4)
+    assert set(scores) == set(LOCAL_FILES)
+    for task, s in scores.items():
+        assert 0 <= s["acc"] <= 1 and s["samples"] == 4, task
+    assert "acc_norm" in scores["piqa"] and "acc_norm" not in scores["winogrande"]
+    assert "perplexity" in scores["lambada_openai"]
+
+
+def test_missing_task_data_is_a_clear_error(tmp_path, monkeypatch):
+    import svd_explorer.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "hub_reachable", lambda: False)
+    with pytest.raises(TaskError, match="piqa/valid.jsonl is missing.*not reachable"):
+        resolve(["piqa"], str(tmp_path))
+    with pytest.raises(TaskError, match="'hellaswag' has no offline definition"):
+        resolve(["hellaswag"], str(tmp_path))
+    with pytest.raises(TaskError, match="not a folder"):
+        resolve(["piqa"], str(tmp_path / "nowhere"))
+
+
+def test_cli_evaluate_with_tasks(tiny_folder, tmp_path, shared_data):
+    out = tmp_path / "e.json"
+    assert main(["evaluate", "--model", str(tiny_folder), "--eval", "none", "--tasks", "piqa,arc_easy",
+                 "--limit", "4", "--json", str(out)]) == 0
+    tasks = json.loads(out.read_text())["tasks"]
+    assert set(tasks) == {"piqa", "arc_easy"} and tasks["piqa"]["stderr"] is not None
+
+
+@pytest.mark.slow
+def test_smollm_is_clearly_above_chance(smollm, shared_data):
+    scores = run_tasks(smollm.model, smollm.tokenizer, "piqa,arc_easy", limit=100)
+    assert scores["piqa"]["acc"] >= 0.58      # chance 0.50
+    assert scores["arc_easy"]["acc"] >= 0.38  # chance 0.25
