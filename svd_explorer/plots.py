@@ -41,6 +41,15 @@ def find_layer(result: dict, block: int, kind: str) -> dict | None:
     return next((l for l in result.get("layers", []) if l["block"] == block and l["kind"] == kind), None)
 
 
+def _percent(share: float) -> str:
+    """A share close to 1 with enough digits that what is lost shows (99.97%, not 100.0%)."""
+    lost = 1 - share
+    if lost < 1e-6:
+        return "> 99.9999%" if lost > 0 else "100%"
+    digits = max(1, -math.floor(math.log10(lost)) - 2)
+    return f"{100 * share:.{digits}f}%"
+
+
 def spectrum_figure(result: dict, block: int, kind: str) -> go.Figure:
     """Singular values of raw W and of the matrix the method truncates, each relative to its largest."""
     layer = find_layer(result, block, kind)
@@ -60,7 +69,7 @@ def spectrum_figure(result: dict, block: int, kind: str) -> go.Figure:
     fig.add_vrect(x0=k, x1=min(m, n), fillcolor="#fecaca", opacity=0.25, line_width=0)
     energy = [v * v for v in layer["spectrum_truncated"]]
     share = sum(energy[:k]) / sum(energy) if sum(energy) else 1.0
-    fig.add_annotation(text=f"rank {k} keeps {100 * share:.1f}% of the energy · rel. error {layer['rel_error']:.3f}",
+    fig.add_annotation(text=f"rank {k} keeps {_percent(share)} of the energy · rel. error {layer['rel_error']:.3f}",
                        x=0.01, y=0.02, xref="paper", yref="paper", showarrow=False, xanchor="left",
                        bgcolor="rgba(255,255,255,0.8)")
     return fig
@@ -120,6 +129,12 @@ def aces_figure(result: dict, block: int, kind: str) -> go.Figure:
     if aces.get("guard"):
         fig.add_annotation(text="the surrogate's pick lost more than the midpoint: midpoint kept", x=0.5, y=0.02,
                            xref="paper", yref="paper", showarrow=False)
+    values = [lost(p[1]) for p in (aces.get("curve") or []) + (aces.get("points") or [])]
+    if values and max(values) <= min(values) * (1 + 1e-4):
+        fig.add_annotation(text="every β loses the same share here: no upstream error to compensate yet "
+                                "(block 0's inputs are identical in both models)" if block == 0 else
+                           "every β loses (almost) the same share here: the choice hardly matters",
+                           x=0.5, y=0.9, xref="paper", yref="paper", showarrow=False)
     return fig
 
 
@@ -172,9 +187,11 @@ def comparison_figure(rows: list[dict], metric: str = "ppl_compressed") -> go.Fi
                 mode="markers+text", name=method, text=[f"{r['ratio']:g}" for r in mine], textposition="top center",
                 marker=dict(size=12, color=METHOD_COLORS.get(method))))
     originals = [r for r in rows if r.get("ppl_original") is not None]
-    if metric == "ppl_compressed" and originals:
-        fig.add_hline(y=originals[-1]["ppl_original"], line=dict(color="#6b7280", dash="dot"),
-                      annotation_text="original")
+    if fig.data and metric == "ppl_compressed" and originals:
+        # A marker, not a horizontal line: plotly reads shape coordinates on log axes as exponents.
+        fig.add_trace(go.Scatter(x=[1.0], y=[originals[-1]["ppl_original"]], mode="markers+text", name="original",
+                                 text=["original"], textposition="bottom center",
+                                 marker=dict(size=12, color="#6b7280", symbol="diamond")))
     return fig if fig.data else empty("runs with an evaluation appear here")
 
 

@@ -27,6 +27,8 @@ from .worker import Busy, JobManager
 
 MODELS_KEPT_PER_SESSION = 2   # compressed models kept in memory per session; older runs keep their figures
 SEED_METHODS = ("ressvd", "aa-svd", "saes-svd")
+RUN_LABEL = "Run shown"
+LIVE_LABEL = "Run shown (the figures below follow the run in progress)"
 
 EXPLAIN = {
     "budget": "Each projection W (m×n) becomes two thin matrices A (m×k) and B (k×n): k(m+n) numbers instead of "
@@ -297,7 +299,7 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
                                 option_boxes.append(_option_component(option))
                         groups[name] = group
             with gr.Column(scale=2):
-                run_box = gr.Dropdown(choices=[], label="Run shown", interactive=True)
+                run_box = gr.Dropdown(choices=[], label=RUN_LABEL, interactive=True)
                 with gr.Tabs():
                     with gr.Tab("Run"):
                         metrics_md = gr.Markdown("Run a compression: its figures appear here.")
@@ -403,6 +405,7 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
                         samples, length, windows, depth_m, *values):
             session = request.session_hash
             skip = [gr.skip()] * 6
+            relabel = skip[:4] + [gr.update(label=RUN_LABEL), gr.skip()]  # the run box stops saying "in progress"
             try:
                 check_ratio(ratio_value)
                 method = get_method(method_name, **_options(method_name, specs, values))
@@ -441,7 +444,7 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
                     others = [(x.label, x.result) for x in store.session_runs(session)][-4:]
                     yield [status_text, gr.skip(), plots.spectrum_figure(partial, last["block"], last["kind"]),
                            plots.depth_figure(others + [("this run", partial)], depth_m),
-                           plots.error_heatmap(partial), gr.skip(), gr.skip()]
+                           plots.error_heatmap(partial), gr.update(label=LIVE_LABEL), gr.skip()]
                 else:
                     yield [status_text] + skip
             if job.status == "done":
@@ -455,14 +458,14 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
                 blocks = sorted({l["block"] for l in result["layers"]})
                 yield [f"Done in {job.elapsed:.0f} s.", metrics_markdown(run),
                        plots.spectrum_figure(result, blocks[0], plots.kinds(result)[0]), gr.skip(), gr.skip(),
-                       gr.update(choices=choices, value=run.id),
+                       gr.update(choices=choices, value=run.id, label=RUN_LABEL),
                        gr.update(minimum=blocks[0], maximum=max(blocks[-1], blocks[0] + 1), value=blocks[0])]
             elif job.status == "cancelled":
                 done = len(partial_result(job, method_name)["layers"])
                 yield [f"Stopped after {done} projection(s) ({job.elapsed:.0f} s). The partial model was "
-                       f"discarded; the app is ready for another run."] + skip
+                       f"discarded; the app is ready for another run."] + relabel
             else:
-                yield [f"Error: {job.error}"] + skip
+                yield [f"Error: {job.error}"] + relabel
 
         def on_stop(request: gr.Request):
             stopped = store.jobs.cancel_session(request.session_hash)

@@ -50,6 +50,8 @@ def test_aces_and_refinement_figures(recorded):
     layer = plots.find_layer(recorded["saes-svd"], 2, "down_proj")
     assert chosen.x[0] == layer["extra"]["aces"]["beta"]
     assert len(plots.aces_depth_figure(recorded["saes-svd"]).data) == 7
+    flat = plots.aces_figure(recorded["saes-svd"], 0, "q_proj")  # block 0: both streams feed q the same input
+    assert "no upstream error" in flat.layout.annotations[-1].text
     assert "saes-svd runs" in plots.aces_figure(recorded["aa-svd"], 0, "q_proj").layout.annotations[0].text
     refine = plots.refine_figure(recorded["aa-svd"], 1)
     assert len(refine.data[0].y) == 10 and len(refine.data[1].x) == 3
@@ -57,7 +59,9 @@ def test_aces_and_refinement_figures(recorded):
 
 def test_comparison_and_zero_shot_figures(recorded):
     fig = plots.comparison_figure(list(recorded.values()))
-    assert {t.name for t in fig.data} == {"saes-svd", "aa-svd", "ressvd"}
+    assert {t.name for t in fig.data} == {"saes-svd", "aa-svd", "ressvd", "original"}
+    original = [t for t in fig.data if t.name == "original"][0]
+    assert (original.x[0], original.y[0]) == (1.0, 50.0) and not fig.layout.shapes
     bars = plots.zero_shot_figure({"original": {"piqa": {"acc": 0.6, "acc_stderr": 0.02}},
                                    "compressed": {"piqa": {"acc": 0.55, "acc_stderr": 0.02}}})
     assert [t.y[0] for t in bars.data] == [0.6, 0.55]

@@ -13,9 +13,8 @@ Two parts:
    gradient clip 1.0, 10% linear warm-up then cosine decay to 0.1x, all block parameters.
    Deviation, for a CPU: the paper takes 200 steps of 32 x 2048 tokens at lr 1e-4 (25 epochs x 8
    batches). Here a step is `refine_batch` calibration windows (one by default) and the defaults,
-   100 steps at lr 3e-4, were chosen on held-out calibration-domain text (SmolLM2-135M, 20%,
-   32 x 512 calibration tokens: held-out perplexity 45.8 against 50.3 for 100 steps at 1e-4 and
-   46.7 at 1e-3, which fits the calibration set harder). The paper's schedule is
+   100 steps at lr 3e-4, were chosen on held-out calibration-domain text, never on the evaluation
+   sets (bench/dev_select.py makes that comparison). The paper's schedule is
    --refine-steps 200 --refine-lr 1e-4 --refine-batch 4. Steps draw micro-batches in a seeded
    shuffled order. If the tuned block's loss on the whole calibration set is not lower than before,
    the block is restored (the refinement never makes the objective it minimises worse).
