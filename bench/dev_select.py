@@ -18,8 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from svd_explorer.data import text_windows  # noqa: E402
-from svd_explorer.engine import resolve_calibration  # noqa: E402
+from svd_explorer.engine import calibration_windows  # noqa: E402
 from svd_explorer.methods import get_method  # noqa: E402
 from svd_explorer.metrics import evaluate  # noqa: E402
 from svd_explorer.models import load_model  # noqa: E402
@@ -50,11 +49,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     lm = load_model(args.model)
-    source = resolve_calibration(args.calib)
-    calib, calib_desc = text_windows(source, lm.model, lm.tokenizer, args.calib_samples, args.seq_len, 0,
-                                     split="train", consecutive=False)
-    dev, dev_desc = text_windows(source, lm.model, lm.tokenizer, args.dev_samples, args.seq_len, 1,
-                                 split="train", consecutive=False)
+    calib, calib_desc = calibration_windows(lm, args.calib, args.calib_samples, args.seq_len, 0)
+    dev, dev_desc = calibration_windows(lm, args.calib, args.dev_samples, args.seq_len, 1)
     lines = [f"Model {lm.source}, ratio {args.ratio:g}. Calibration: {calib_desc}. Development: {dev_desc} "
              f"(seed 1). Original model: dev ppl {evaluate(lm.model, dev)['ppl']:.2f}.", "",
              "| variant | dev ppl | calib ppl | seconds |", "|---|---|---|---|"]

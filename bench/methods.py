@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from svd_explorer.data import local_file, text_windows  # noqa: E402
-from svd_explorer.engine import forward_seconds, resolve_calibration  # noqa: E402
+from svd_explorer.engine import calibration_windows, forward_seconds  # noqa: E402
 from svd_explorer.methods import get_method, list_methods  # noqa: E402
 from svd_explorer.metrics import evaluate  # noqa: E402
 from svd_explorer.models import count_parameters, load_model  # noqa: E402
@@ -131,9 +131,7 @@ def main(argv=None):
 
     lm = load_model(args.model)
     torch.manual_seed(0)
-    calib_source = resolve_calibration(args.calib)
-    calib, calib_desc = text_windows(calib_source, lm.model, lm.tokenizer, args.calib_samples, args.seq_len, 0,
-                                     split="train", consecutive=False)
+    calib, calib_desc = calibration_windows(lm, args.calib, args.calib_samples, args.seq_len, 0)
     wiki_source = str(local_file("wikitext-2-raw/wiki.test.raw") or "wikitext2")
     wiki, wiki_desc = text_windows(wiki_source, lm.model, lm.tokenizer, args.eval_windows, args.seq_len, 0,
                                    split="test", consecutive=True)

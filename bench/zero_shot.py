@@ -15,8 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from svd_explorer.data import text_windows  # noqa: E402
-from svd_explorer.engine import resolve_calibration  # noqa: E402
+from svd_explorer.engine import calibration_windows  # noqa: E402
 from svd_explorer.evaluation import LOCAL_FILES, run_tasks  # noqa: E402
 from svd_explorer.methods import get_method, list_methods  # noqa: E402
 from svd_explorer.models import load_model  # noqa: E402
@@ -36,8 +35,7 @@ def main(argv=None):
 
     lm = load_model(args.model)
     tasks = args.tasks.split(",")
-    calib, calib_desc = text_windows(resolve_calibration(args.calib), lm.model, lm.tokenizer, 32, 512, 0,
-                                     split="train", consecutive=False)
+    calib, calib_desc = calibration_windows(lm, args.calib, 32, 512, 0)
     rows = {"original": run_tasks(lm.model, lm.tokenizer, tasks, limit=args.limit)}
     print(json.dumps({"original": rows["original"]}), file=sys.stderr, flush=True)
     for name in args.methods.split(","):

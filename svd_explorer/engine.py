@@ -54,6 +54,12 @@ def _loaded(model) -> LoadedModel:
     return model if isinstance(model, LoadedModel) else load_model(model)
 
 
+def calibration_windows(lm: LoadedModel, source: str, samples: int, seq_len: int, seed: int):
+    """Random windows of the resolved calibration source: (token ids [samples, seq_len], description)."""
+    return text_windows(resolve_calibration(source), lm.model, lm.tokenizer, samples, seq_len, seed,
+                        split="train", consecutive=False)
+
+
 def evaluation_windows(lm: LoadedModel, source: str, windows: int, seq_len: int, seed: int):
     source = resolve_evaluation(source)
     if source == "none" or windows == 0:
@@ -75,10 +81,8 @@ def run_compression(model, method: Method, ratio: float, *, calib: str = "auto",
     check_ratio(ratio)
     lm = _loaded(model)
     log("status", f"model: {lm.description}")
-    calib = resolve_calibration(calib)
     t0 = time.perf_counter()
-    calib_ids, calib_desc = text_windows(calib, lm.model, lm.tokenizer, calib_samples, seq_len, seed,
-                                         split="train", consecutive=False)
+    calib_ids, calib_desc = calibration_windows(lm, calib, calib_samples, seq_len, seed)
     prep = time.perf_counter() - t0
     log("status", f"calibration: {calib_desc}")
     eval_ids, eval_desc = evaluation_windows(lm, eval_source, eval_windows, seq_len, seed)

@@ -111,25 +111,29 @@ def aces_figure(result: dict, block: int, kind: str) -> go.Figure:
     aces = ((layer or {}).get("extra") or {}).get("aces")
     if not aces:
         return empty("the ACES search exists for saes-svd runs")
-    lost = lambda share: max(1 - share, 1e-16)  # noqa: E731
+    def lost(pairs):  # (β, share captured) -> (βs, share lost), floored for the log axis
+        return [p[0] for p in pairs], [max(1 - p[1], 1e-16) for p in pairs]
+
     fig = _figure(f"ACES search · block {block} · {kind}", "β = α / (1 + α)",
                   "share lost at rank k (log, lower is better)", yaxis_type="log")
     if aces.get("interval"):
         lo, hi = aces["interval"]
         fig.add_vrect(x0=lo, x1=hi, fillcolor="#dbeafe", opacity=0.5, line_width=0, annotation_text="search interval")
-    if aces.get("curve"):
-        fig.add_trace(go.Scatter(x=[p[0] for p in aces["curve"]], y=[lost(p[1]) for p in aces["curve"]],
-                                 mode="lines", name="surrogate (fixed subspace)", line=dict(color="#93c5fd")))
-    if aces.get("points"):
-        fig.add_trace(go.Scatter(x=[p[0] for p in aces["points"]], y=[lost(p[1]) for p in aces["points"]],
-                                 mode="markers", name="coefficients tried", marker=dict(color="#2563eb", size=8)))
+    curve, points = lost(aces.get("curve") or []), lost(aces.get("points") or [])
+    if curve[0]:
+        fig.add_trace(go.Scatter(x=curve[0], y=curve[1], mode="lines", name="surrogate (fixed subspace)",
+                                 line=dict(color="#93c5fd")))
+    if points[0]:
+        fig.add_trace(go.Scatter(x=points[0], y=points[1], mode="markers", name="coefficients tried",
+                                 marker=dict(color="#2563eb", size=8)))
     if aces.get("beta") is not None:
-        fig.add_trace(go.Scatter(x=[aces["beta"]], y=[lost(aces["captured"])], mode="markers", name="chosen (exact)",
+        x, y = lost([(aces["beta"], aces["captured"])])
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name="chosen (exact)",
                                  marker=dict(color="#dc2626", size=14, symbol="star")))
     if aces.get("guard"):
         fig.add_annotation(text="the surrogate's pick lost more than the midpoint: midpoint kept", x=0.5, y=0.02,
                            xref="paper", yref="paper", showarrow=False)
-    values = [lost(p[1]) for p in (aces.get("curve") or []) + (aces.get("points") or [])]
+    values = curve[1] + points[1]
     if values and max(values) <= min(values) * (1 + 1e-4):
         fig.add_annotation(text="every β loses the same share here: no upstream error to compensate yet "
                                 "(block 0's inputs are identical in both models)" if block == 0 else
