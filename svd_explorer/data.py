@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-NAMED_SOURCES = ("wikitext2", "ptb", "boolq", "self")
+NAMED_SOURCES = ("wikitext2", "ptb", "boolq", "lambada", "self")
+TEXT_SUFFIXES = (".txt", ".raw", ".text", ".md", "")
+DEV_SEED_OFFSET = 1000   # development text of seed s is drawn with seed s + 1000
 
 
 class DataError(ValueError):
@@ -62,6 +64,8 @@ def load_text(source: str, split: str = "test") -> Text:
                              "ptb/ptb.test.txt" if split == "test" else None)
     elif source == "boolq":
         text = _boolq_passages()
+    elif source == "lambada":
+        text = _lambada_passages()
     else:
         text = _read_file(source)
     if not text.text.strip():
@@ -70,7 +74,7 @@ def load_text(source: str, split: str = "test") -> Text:
 
 
 def _hub_or_local(dataset: str, config: str, field: str, split: str, fallback: str | None) -> Text:
-    from .models import hub_reachable
+    from .loading import hub_reachable
 
     if hub_reachable():
         import datasets
@@ -87,7 +91,7 @@ def _hub_or_local(dataset: str, config: str, field: str, split: str, fallback: s
         hint = " (the data folder has only the test split)" if fallback is None else ""
         raise DataError(f"{dataset} {split}: {reason} and no local copy was found{hint}; use a local file, "
                         f"'boolq' (with ../shared/data) or 'self'")
-    return _read_file(str(path), f"{dataset} {split} (local copy {path}; {reason})")
+    return _read_file(str(path), f"{dataset} {split} (local copy, {reason})")
 
 
 def _boolq_passages() -> Text:
@@ -107,34 +111,93 @@ def _boolq_passages() -> Text:
     return Text("\n\n".join(passages), f"BoolQ passages (Wikipedia paragraphs, {len(passages)} unique) from {path}")
 
 
+def _lambada_passages() -> Text:
+    """LAMBADA's passages (novels: another domain than Wikipedia and newswire), each with its last word."""
+    path = local_file("lambada_openai/lambada_openai.jsonl")
+    if path is None:
+        raise DataError("'lambada' needs the data folder (../shared/data or $SVD_EXPLORER_DATA)")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = "\n\n".join(f"{r['context']} {r['continuation']}" for r in rows)
+    return Text(text, f"LAMBADA passages (novels, {len(rows)}) from {path.name}")
+
+
 def _read_file(path: str, description: str | None = None) -> Text:
+    """A local file; messages name the file itself (an upload's server path means nothing to its owner)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"no file {path} (named sources are {', '.join(NAMED_SOURCES)})")
     if p.is_dir():
-        raise DataError(f"{path} is a folder; give a .txt, .raw, .jsonl or .parquet file")
-    description = description or str(p)
+        raise DataError(f"{p.name} is a folder; give a .txt, .raw, .jsonl or .parquet file")
+    description = description or p.name
     suffix = p.suffix.lower()
-    if suffix in (".txt", ".raw", ".text", ".md", ""):
+    if suffix in TEXT_SUFFIXES:
         with open(p, encoding="utf-8", errors="replace", newline="") as f:
             return Text(f.read().replace("\r\n", "\n").replace("\r", "\n"), description)
     if suffix == ".jsonl":
-        rows = []
-        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
-            if line.strip():
-                record = json.loads(line)
-                if "text" not in record:
-                    raise DataError(f"{path}: line {i + 1} has no 'text' field")
-                rows.append(str(record["text"]))
-        return Text("\n\n".join(rows), description)
+        return Text("\n\n".join(_jsonl_texts(p)), description)
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
+        return Text("\n\n".join(_parquet_texts(p)), description)
+    raise DataError(f"{p.name}: unsupported file type {suffix!r}; use .txt, .raw, .jsonl or .parquet")
 
+
+def _jsonl_texts(p: Path) -> list[str]:
+    rows = []
+    for i, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines()):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise DataError(f"{p.name}: line {i + 1} is not JSON") from None
+        if not isinstance(record, dict) or "text" not in record:
+            raise DataError(f"{p.name}: line {i + 1} is not an object with a 'text' field")
+        rows.append(str(record["text"]))
+    return rows
+
+
+def _parquet_texts(p: Path) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
         table = pq.read_table(p)
-        if "text" not in table.column_names:
-            raise DataError(f"{path}: no 'text' column (columns: {table.column_names})")
-        return Text("\n\n".join(str(t) for t in table.column("text").to_pylist() if t), description)
-    raise DataError(f"{path}: unsupported file type {suffix!r}; use .txt, .raw, .jsonl or .parquet")
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{p.name} could not be read as parquet ({str(err).splitlines()[0][:120]})") from err
+    if "text" not in table.column_names:
+        raise DataError(f"{p.name}: no 'text' column (columns: {table.column_names})")
+    return [str(t) for t in table.column("text").to_pylist() if t]
+
+
+def check_source(source: str, split: str) -> None:
+    """Whether `source` can give text for `split` here, without reading it (named sources) or by its size
+    (files): raises DataError naming what is missing. Run before any model is loaded."""
+    from .loading import hub_reachable
+
+    if source in ("auto", "self") or (source == "none" and split == "test"):
+        return
+    if source in ("wikitext2", "ptb"):
+        local = {"wikitext2": "wikitext-2-raw/wiki.test.raw", "ptb": "ptb/ptb.test.txt"}[source]
+        if not hub_reachable() and (split != "test" or local_file(local) is None):
+            where = "" if split == "test" else " (the data folder has only the test split)"
+            raise DataError(f"{source} {split}: the Hugging Face hub is not reachable and no local copy was "
+                            f"found{where}; use a local file, 'boolq' (with ../shared/data) or 'self'")
+        return
+    if source == "lambada":
+        if local_file("lambada_openai/lambada_openai.jsonl") is None:
+            raise DataError("'lambada' needs the data folder (../shared/data or $SVD_EXPLORER_DATA)")
+        return
+    if source == "boolq":
+        if local_file("boolq/boolq.jsonl") is None:
+            raise DataError("'boolq' needs the data folder (../shared/data or $SVD_EXPLORER_DATA); use 'self' or a "
+                            "local text file instead")
+        return
+    p = Path(source).expanduser()
+    if not p.is_file():
+        raise DataError(f"no file {source} (named sources are {', '.join(NAMED_SOURCES)}, or a file)")
+    if p.suffix.lower() not in TEXT_SUFFIXES + (".jsonl", ".parquet"):
+        raise DataError(f"{p.name}: unsupported file type {p.suffix!r}; use .txt, .raw, .jsonl or .parquet")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p.name} is empty")
 
 
 def tokenize(tokenizer, text: str) -> torch.Tensor:
@@ -143,15 +206,36 @@ def tokenize(tokenizer, text: str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def random_windows(tokens: torch.Tensor, count: int, length: int, seed: int, what: str = "text") -> torch.Tensor:
-    """`count` windows of `length` tokens at random offsets, reproducible from `seed`."""
+def random_starts(total: int, count: int, length: int, seed: int, what: str = "text") -> list[int]:
+    """Offsets of `count` windows of `length` tokens in a text of `total` tokens, reproducible from `seed`."""
     if count < 1 or length < 2:
         raise DataError(f"need at least 1 window of at least 2 tokens (got {count} x {length})")
-    if tokens.numel() < length + 1:
-        raise DataError(f"{what} has {tokens.numel()} tokens, fewer than one window of {length}")
+    if total < length + 1:
+        raise DataError(f"{what} has {total} tokens, fewer than one window of {length}")
     generator = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, tokens.numel() - length, (count,), generator=generator)
-    return torch.stack([tokens[s:s + length] for s in starts.tolist()])
+    return torch.randint(0, total - length, (count,), generator=generator).tolist()
+
+
+def random_windows(tokens: torch.Tensor, count: int, length: int, seed: int, what: str = "text") -> torch.Tensor:
+    """`count` windows of `length` tokens at random offsets, reproducible from `seed`."""
+    starts = random_starts(tokens.numel(), count, length, seed, what)
+    return torch.stack([tokens[s:s + length] for s in starts])
+
+
+def disjoint_windows(tokens: torch.Tensor, count: int, length: int, seed: int, avoid: list[int],
+                     what: str = "text") -> torch.Tensor:
+    """`count` windows at random offsets that overlap none of the windows starting at `avoid` (same length):
+    development text from the calibration domain that the calibration never saw."""
+    free = torch.ones(max(tokens.numel() - length, 0), dtype=torch.bool)
+    for a in avoid:
+        free[max(0, a - length + 1):a + length] = False
+    candidates = free.nonzero().flatten()
+    if len(candidates) < count:
+        raise DataError(f"{what}: not enough text outside the calibration windows for {count} development "
+                        f"windows of {length} tokens")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = candidates[torch.randperm(len(candidates), generator=generator)[:count]].sort().values
+    return torch.stack([tokens[s:s + length] for s in chosen.tolist()])
 
 
 def consecutive_windows(tokens: torch.Tensor, count: int, length: int, what: str = "text") -> torch.Tensor:
@@ -164,34 +248,76 @@ def consecutive_windows(tokens: torch.Tensor, count: int, length: int, what: str
 
 
 @torch.no_grad()
-def sample_self_windows(model, tokenizer, count: int, length: int, seed: int, batch_size: int = 16) -> torch.Tensor:
-    """Data-free text: the model continues a BOS (or EOS) token with plain sampling."""
+def sample_self_windows(model, tokenizer, count: int, length: int, seed: int, batch_size: int = 16,
+                        progress=None) -> torch.Tensor:
+    """Data-free text: the model continues a BOS (or EOS) token with plain sampling.
+
+    `progress(tokens_done, tokens_total)` is called at every generated token; it may raise to stop."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    from .devices import model_device
+
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if start is None:
         raise DataError("'self' sampling needs a BOS or EOS token in the tokenizer")
-    device = next(model.parameters()).device
+    device = model_device(model)
     torch.manual_seed(seed)
     rows = []
+
+    class Report(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            if progress is not None:
+                progress(sum(r.numel() for r in rows) + input_ids.shape[0] * (input_ids.shape[1] - 1), count * length)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
     for i in range(0, count, batch_size):
         n = min(batch_size, count - i)
         prompt = torch.full((n, 1), start, dtype=torch.long, device=device)
         out = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=True, top_k=0, top_p=1.0,
                              temperature=1.0, max_new_tokens=length, min_new_tokens=length,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=None)
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=None,
+                             stopping_criteria=StoppingCriteriaList([Report()]))
         rows.append(out[:, 1:length + 1].cpu())
     return torch.cat(rows)
 
 
+_TOKENS: dict = {}
+
+
+def text_tokens(source: str, tokenizer, split: str) -> tuple[torch.Tensor, str]:
+    """The whole text of a source as one token stream (kept for the process: sources are re-read often)."""
+    key = (source, split, getattr(tokenizer, "name_or_path", ""), len(tokenizer))
+    if key not in _TOKENS:
+        text = load_text(source, split=split)
+        if len(_TOKENS) >= 4:
+            _TOKENS.pop(next(iter(_TOKENS)))
+        _TOKENS[key] = (tokenize(tokenizer, text.text), text.description)
+    return _TOKENS[key]
+
+
 def text_windows(source: str, model, tokenizer, count: int, length: int, seed: int, *,
-                 split: str, consecutive: bool) -> tuple[torch.Tensor, str]:
+                 split: str, consecutive: bool, progress=None) -> tuple[torch.Tensor, str]:
     """Token windows from any source, with a description for manifests and results."""
     if source == "self":
-        windows = sample_self_windows(model, tokenizer, count, length, seed)
+        windows = sample_self_windows(model, tokenizer, count, length, seed, progress=progress)
         return windows, f"self: {count} x {length} tokens sampled from the original model (seed {seed})"
-    text = load_text(source, split=split)
-    tokens = tokenize(tokenizer, text.text)
+    tokens, description = text_tokens(source, tokenizer, split)
     if consecutive:
-        windows = consecutive_windows(tokens, count, length, text.description)
-        return windows, f"{text.description}: first {len(windows)} x {length} consecutive tokens"
-    windows = random_windows(tokens, count, length, seed, text.description)
-    return windows, f"{text.description}: {count} random windows x {length} tokens (seed {seed})"
+        windows = consecutive_windows(tokens, count, length, description)
+        return windows, f"{description}: first {len(windows)} x {length} consecutive tokens"
+    windows = random_windows(tokens, count, length, seed, description)
+    return windows, f"{description}: {count} random windows x {length} tokens (seed {seed})"
+
+
+def development_windows(source: str, model, tokenizer, count: int, length: int, seed: int,
+                        calibration_count: int, progress=None) -> tuple[torch.Tensor, str]:
+    """Windows of the calibration domain that overlap none of the calibration windows (same seed and
+    count): where settings are chosen. 'self' text is sampled again with another seed."""
+    if source == "self":
+        windows = sample_self_windows(model, tokenizer, count, length, seed + DEV_SEED_OFFSET, progress=progress)
+        return windows, f"self: {count} x {length} tokens sampled with seed {seed + DEV_SEED_OFFSET} (development)"
+    tokens, description = text_tokens(source, tokenizer, "train")
+    avoid = random_starts(tokens.numel(), calibration_count, length, seed, description)
+    windows = disjoint_windows(tokens, count, length, seed + DEV_SEED_OFFSET, avoid, description)
+    return windows, (f"{description}: {count} random windows x {length} tokens outside the {calibration_count} "
+                     f"calibration windows (development)")

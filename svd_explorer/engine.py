@@ -1,25 +1,43 @@
-"""A whole run, as the CLI, the app and the benchmarks do it: load, calibrate, compress, measure, save."""
+"""A whole run, the only place one is orchestrated: the CLI, the app, the benchmarks and the sweeps call it.
+
+run(config) validates the RunConfig, decides where the weights live, loads the model, draws the
+calibration (and, when a search needs it, development) windows, gets the original-stream statistics
+(cached when useful), allocates the ranks, compresses, measures and saves, and returns a RunRecord.
+Progress goes to one `emit(kind, data)` callback: "status" lines, "progress" within a phase, and the
+pipeline's "start" / "projection" / "block" / "done" events.
+"""
 from __future__ import annotations
 
 import resource
 import time
+from dataclasses import dataclass, field
 
 import torch
 
-from .data import data_dir, local_file, text_windows
-from .export import save_compressed, versions
-from .lowrank import break_even_rank, check_ratio
-from .methods import Method
+from .allocation import AllocationContext
+from .config import RunConfig
+from .data import development_windows, local_file, text_windows
+from .devices import Clock, describe_linalg, resolve_device, resolve_dtype
+from .layout import count_parameters, find_layout
+from .loading import LoadedModel, load_model, read_config, source_kind
+from .lowrank import break_even_rank
 from .metrics import evaluate
-from .models import LoadedModel, count_parameters, find_layout, hub_reachable, load_model
-from .pipeline import cancel_check, compress_model
+from .offload import Placement, choose_placement, device_map
+from .pipeline import Passes, cancel_check, compress_model
+from .records import RunRecord
+from .refine import RefineSettings
+from .saving import folder_bytes, save_compressed, versions
 
-EVAL_SEED_OFFSET = 1  # 'self' evaluation text must differ from 'self' calibration text
+EVAL_SEED_OFFSET = 1       # 'self' evaluation text must differ from 'self' calibration text
+DEV_WINDOWS = 8            # development windows for searches
+DEV_SEQ_LEN = 256          # ... of this many tokens (or the run's, if shorter)
 
 
 def resolve_calibration(source: str) -> str:
     """auto: the offline Wikipedia passages when the data folder exists, else WikiText-2 train from the
     hub, else text sampled from the model itself."""
+    from .loading import hub_reachable
+
     if source != "auto":
         return source
     if local_file("boolq/boolq.jsonl") is not None:
@@ -28,6 +46,8 @@ def resolve_calibration(source: str) -> str:
 
 
 def resolve_evaluation(source: str) -> str:
+    from .loading import hub_reachable
+
     if source != "auto":
         return source
     if hub_reachable() or local_file("wikitext-2-raw/wiki.test.raw") is not None:
@@ -42,143 +62,419 @@ def peak_rss_mb() -> float:
 @torch.no_grad()
 def forward_seconds(model, windows: torch.Tensor, batch_size: int) -> float:
     """One plain forward of `model` over `windows` (after a one-batch warm-up), in seconds."""
-    device = next(model.parameters()).device
+    from .devices import model_device
+
+    device = model_device(model)
     model(input_ids=windows[:1].to(device), use_cache=False)
-    start = time.perf_counter()
+    clock = Clock(device)
     for i in range(0, len(windows), batch_size):
         model(input_ids=windows[i:i + batch_size].to(device), use_cache=False)
-    return time.perf_counter() - start
+    return clock.seconds()
 
 
-def _loaded(model) -> LoadedModel:
-    return model if isinstance(model, LoadedModel) else load_model(model)
+def _quiet(kind, data):
+    pass
 
 
-def calibration_windows(lm: LoadedModel, source: str, samples: int, seq_len: int, seed: int):
+def _progress_emitter(emit, what: str):
+    """progress(done, total) -> a 'progress' event with a sentence, at most a few per second."""
+    last = [0.0]
+
+    def progress(done, total):
+        now = time.time()
+        if now - last[0] >= 0.5 or done >= total:
+            last[0] = now
+            emit("progress", {"step": f"{what}: {done} of {total}", "done": done, "total": total})
+    return progress
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, with the placement decided first
+# ---------------------------------------------------------------------------------------------
+
+def plan_placement(config: RunConfig, device: torch.device, dtype: torch.dtype):
+    """(Placement: in memory, offloaded or refused; layout; meta model) from the config alone."""
+    from .layout import meta_model
+
+    model_config = read_config(config.model, config.revision)
+    meta = meta_model(model_config)
+    layout = find_layout(meta)
+    params = count_parameters(meta)
+    block_params = sum(p.numel() for p in layout.blocks[0].parameters())
+    hidden = getattr(model_config, "hidden_size", None) or getattr(model_config, "n_embd", 1024)
+    work = 4 * 2 * config.calib_samples * config.seq_len * hidden + 8 * 3 * 4 * hidden * hidden
+    size = torch.tensor([], dtype=dtype).element_size()
+    placement = choose_placement(config.offload, device, params, block_params, size, work, config.offload_folder,
+                                 config.model)
+    return placement, layout, meta
+
+
+def load_for(config: RunConfig, emit=_quiet, token=None) -> tuple[LoadedModel, Placement]:
+    """The model of `config`, in memory or offloaded as the placement decides (stated in the log)."""
+    from .loading import is_project_folder
+
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    if source_kind(config.model) == "folder" and is_project_folder(config.model):
+        placement = Placement("memory", str(device), 0, 0, "a compressed folder is loaded in memory")
+        return load_model(config.model, dtype=dtype, device=device), placement
+    placement, layout, meta = plan_placement(config, device, dtype)
+    emit("status", f"placement: {placement.sentence()}")
+    emit("status", f"loading {config.model}")
+    lm = load_model(config.model, revision=config.revision, dtype=dtype, device=device, token=token,
+                    device_map=device_map(meta, layout.blocks_path, placement),
+                    offload_folder=placement.folder)
+    return lm, placement
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------
+
+def calibration_windows(lm: LoadedModel, source: str, samples: int, seq_len: int, seed: int, emit=_quiet):
     """Random windows of the resolved calibration source: (token ids [samples, seq_len], description)."""
     return text_windows(resolve_calibration(source), lm.model, lm.tokenizer, samples, seq_len, seed,
-                        split="train", consecutive=False)
+                        split="train", consecutive=False,
+                        progress=_progress_emitter(emit, "sampling calibration text from the model (tokens)"))
 
 
-def evaluation_windows(lm: LoadedModel, source: str, windows: int, seq_len: int, seed: int):
+def evaluation_windows(lm: LoadedModel, source: str, windows: int | None, seq_len: int, seed: int, emit=_quiet):
     source = resolve_evaluation(source)
     if source == "none" or windows == 0:
         return None, "none"
-    return text_windows(source, lm.model, lm.tokenizer, windows, seq_len, seed + EVAL_SEED_OFFSET,
-                        split="test", consecutive=True)
+    return text_windows(source, lm.model, lm.tokenizer, windows or 0, seq_len, seed + EVAL_SEED_OFFSET,
+                        split="test", consecutive=True,
+                        progress=_progress_emitter(emit, "sampling evaluation text from the model (tokens)"))
 
 
-def run_compression(model, method: Method, ratio: float, *, calib: str = "auto", calib_samples: int = 32,
-                    seq_len: int = 512, seed: int = 0, eval_source: str = "auto", eval_windows: int = 20,
-                    batch_size: int = 8, precision: str = "auto", output=None, tasks: str = "",
-                    limit=None, task_data=None, log=None, callback=None, cancel=None,
-                    keep_model: bool = False, measure_forward: bool = True) -> dict:
-    """Compress and measure; returns the JSON-able result (with the model under "_model" if keep_model).
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
 
-    measure_forward times one plain forward of the original model over the calibration set
-    (calib_forward_seconds), so compression time can be read as a multiple of it."""
-    log = log or (lambda kind, data: None)
-    check_ratio(ratio)
-    lm = _loaded(model)
-    log("status", f"model: {lm.description}")
-    t0 = time.perf_counter()
-    calib_ids, calib_desc = calibration_windows(lm, calib, calib_samples, seq_len, seed)
-    prep = time.perf_counter() - t0
-    log("status", f"calibration: {calib_desc}")
-    eval_ids, eval_desc = evaluation_windows(lm, eval_source, eval_windows, seq_len, seed)
-    log("status", f"evaluation: {eval_desc}")
+@dataclass
+class Outcome:
+    """What run() returns: the typed record, and the compressed model when the caller keeps it."""
+
+    record: RunRecord
+    model: object = None
+    loaded: LoadedModel | None = None
+    extras: dict = field(default_factory=dict)
+
+
+def run(config: RunConfig, *, loaded: LoadedModel | None = None, emit=None, cancel=None, keep_model: bool = False,
+        measure_forward: bool = True, token=None) -> Outcome:
+    """Compress and measure as `config` says; `loaded` reuses a model already in memory (the app)."""
+    emit = emit or _quiet
+    config.validate()
+    check = cancel_check(cancel)
+    method = config.build_method()
+    allocation = config.build_allocation(method)
+    if loaded is None:
+        loaded, placement = load_for(config, emit, token)
+    else:
+        placement = Placement("memory", str(Passes.of(loaded.model).device), 0, 0, "the model was already loaded")
+    lm = loaded
+    check()
+    emit("status", f"model: {lm.description}")
+    clock = Clock()
+    emit("status", "preparing the calibration text")
+    calib_ids, calib_desc = calibration_windows(lm, config.calib, config.calib_samples, config.seq_len, config.seed,
+                                                emit)
+    prep = clock.seconds()
+    emit("status", f"calibration: {calib_desc}")
+    check()
+    emit("status", "preparing the evaluation text")
+    eval_ids, eval_desc = evaluation_windows(lm, config.eval_source, config.eval_windows, config.seq_len, config.seed,
+                                             emit)
+    emit("status", f"evaluation: {eval_desc}")
     forward = None
     if measure_forward:
-        log("status", "timing one plain forward over the calibration set")
-        forward = forward_seconds(lm.model, calib_ids, batch_size)
-
-    def relay(kind, data):
-        log(kind, data)
-        if callback:
-            callback(kind, data)
-
-    log("status", f"compressing with {method.name} at ratio {ratio:g}")
-    compressed, run = compress_model(lm.model, method, ratio, calib_ids, batch_size=batch_size,
-                                     precision=precision, callback=relay, cancel=cancel)
-    result = {"model": lm.source, "model_revision": lm.revision, "method": method.name, "ratio": ratio,
-              "options": dict(method.config), "params_before": run.params_before, "params_after": run.params_after,
-              "linear_params_before": run.linear_params_before, "linear_params_after": run.linear_params_after,
-              "seconds": run.seconds, "calib_forward_seconds": forward,
-              "calib_prep_seconds": prep,
-              "calibration": {"source": calib, "description": calib_desc, "samples": calib_samples,
-                              "seq_len": seq_len, "seed": seed, **run.calibration},
-              "evaluation": {"source": resolve_evaluation(eval_source), "description": eval_desc,
-                             "windows": 0 if eval_ids is None else len(eval_ids), "seq_len": seq_len}}
+        emit("status", "timing one plain forward over the calibration set")
+        forward = forward_seconds(lm.model, calib_ids, config.batch_size)
+    study = _Study(config, lm, method, calib_ids, calib_desc, emit, check)
+    statistics = study.statistics(needed_by_allocation=_needs(allocation))
+    allocation_clock = Clock()
+    method.prepare(_prepare_context(lm, calib_ids, check, emit))
+    allocated = allocation.allocate(study.context(allocation))
+    allocation_seconds = allocation_clock.seconds()
+    refine = _refine_settings(config, method)
+    emit("status", f"compressing with {method.name} at ratio {config.ratio:g} ({allocation.name} allocation"
+                   f"{', refinement on' if refine else ''})")
+    compressed, record = compress_model(
+        lm.model, method, config.ratio, calib_ids, ranks=allocated.ranks, refine=refine,
+        batch_size=config.batch_size, precision=config.precision, callback=emit, cancel=cancel,
+        statistics=statistics, placement=placement if placement.offloaded else None)
+    record.extras.update(allocated.info)
+    out = RunRecord(
+        config=config.to_dict(), model=lm.source, model_revision=lm.revision, compression=record,
+        allocation={"name": allocation.name, "options": dict(allocation.config), **_allocation_summary(allocated)},
+        refine=refine.describe() if refine else None, calib_forward_seconds=forward, calib_prep_seconds=prep,
+        allocation_seconds=allocation_seconds, placement=placement.describe(), device=str(Passes.of(lm.model).device),
+        dtype=str(Passes.of(lm.model).stream_dtype).removeprefix("torch."),
+        linalg=describe_linalg(Passes.of(lm.model).device), versions=versions(), original_bytes=lm.file_bytes,
+        evaluation={"source": resolve_evaluation(config.eval_source), "description": eval_desc,
+                    "windows": 0 if eval_ids is None else len(eval_ids), "seq_len": config.seq_len})
+    record.calibration.update(source=config.calib, description=calib_desc, samples=config.calib_samples,
+                              seed=config.seed, statistics=study.statistics_state)
     if eval_ids is not None:
-        log("status", "evaluating the original and the compressed model")
-        scores = evaluate(compressed, eval_ids, reference=lm.model, should_stop=cancel_check(cancel))
-        result.update(ppl_original=scores["ppl_reference"], ppl_compressed=scores["ppl"],
-                      kl_to_original=scores["kl_to_original"], top1_agreement=scores["top1_agreement"])
-    if tasks:
-        from .evaluation import run_tasks
-
-        log("status", f"zero-shot tasks: {tasks}")
-        result["tasks"] = {"original": run_tasks(lm.model, lm.tokenizer, tasks, limit=limit, data=task_data),
-                           "compressed": run_tasks(compressed, lm.tokenizer, tasks, limit=limit, data=task_data)}
-    run_dict = run.to_dict()
-    result.update(layers=run_dict["layers"], depth_error=run_dict["depth_error"], blocks=run_dict["blocks"],
-                  extras=run_dict["extras"], layout=run_dict["layout"], versions=versions())
-    if output:
-        info = {"base": {"source": lm.source, "revision": lm.revision}, "method": method.name, "ratio": ratio,
-                "options": dict(method.config), "calibration": result["calibration"],
-                "ranks": run.ranks()}
-        save_compressed(compressed, lm.tokenizer, output, info)
-        result["output"] = str(output)
-        log("status", f"saved to {output}")
-    result["peak_rss_mb"] = peak_rss_mb()
-    if keep_model:
-        result["_model"] = compressed
-    return result
+        emit("status", "evaluating the original and the compressed model")
+        out.scores = _scores(evaluate(compressed, eval_ids, reference=lm.model, should_stop=check,
+                                      progress=_progress_emitter(emit, "evaluation windows")))
+    for source in config.extra_eval:
+        check()
+        ids, _ = evaluation_windows(lm, source, config.eval_windows, config.seq_len, config.seed, emit)
+        emit("status", f"evaluating on {source}")
+        both = evaluate(compressed, ids, reference=lm.model, should_stop=check)
+        out.extra_ppl[source], out.extra_ppl_original[source] = both["ppl"], both["ppl_reference"]
+    if config.tasks:
+        out.tasks = zero_shot(lm, compressed, list(config.tasks), config.limit, config.task_data, emit, check)
+    if config.output:
+        emit("status", f"saving to {config.output}")
+        save_compressed(compressed, lm.tokenizer, config.output, manifest_info(out), config.save_dtype)
+        out.output, out.output_bytes = str(config.output), folder_bytes(config.output)
+    out.peak_rss_mb = peak_rss_mb()
+    return Outcome(out, compressed if keep_model else None, lm)
 
 
-def evaluate_model(model, *, eval_source: str = "auto", windows: int = 20, seq_len: int = 512, seed: int = 0,
-                   tasks: str = "", limit=None, task_data=None, log=None) -> dict:
-    log = log or (lambda kind, data: None)
-    lm = _loaded(model)
-    log("status", f"model: {lm.description}")
-    result = {"model": lm.source, "params": count_parameters(lm.model)}
-    ids, desc = evaluation_windows(lm, eval_source, windows, seq_len, seed)
+def prepare_statistics(config: RunConfig, emit=None) -> dict:
+    """What a sweep does once per seed: time one plain forward over the calibration set and fill the
+    statistics cache (when it is on)."""
+    from .stats_cache import load_or_compute
+
+    emit = emit or _quiet
+    config.validate()
+    lm, _ = load_for(config, emit)
+    calib_ids, calib_desc = calibration_windows(lm, config.calib, config.calib_samples, config.seq_len, config.seed,
+                                                emit)
+    forward = forward_seconds(lm.model, calib_ids, config.batch_size)
+    state, clock = "off", Clock()
+    if config.stats_cache != "off":
+        study = _Study(config, lm, config.build_method(), calib_ids, calib_desc, emit, lambda: None)
+        _, state = load_or_compute(study._root(), study.key, lm.model, calib_ids, config.batch_size,
+                                   config.precision, emit)
+    return {"calib_forward_seconds": forward, "seconds": clock.seconds(), "state": state}
+
+
+def _needs(allocation) -> bool:
+    return allocation.name in ("loss", "sensitivity") or (
+        allocation.name == "depth" and "search" in (allocation.config.get("blocks"), allocation.config.get("slope")))
+
+
+def _scores(scores: dict) -> dict:
+    return {"ppl_original": scores["ppl_reference"], "ppl_compressed": scores["ppl"],
+            "kl_to_original": scores["kl_to_original"], "top1_agreement": scores["top1_agreement"]}
+
+
+def _refine_settings(config: RunConfig, method) -> RefineSettings | None:
+    if not config.refines(method) or config.refine_steps == 0:
+        return None
+    return RefineSettings(config.refine_steps, config.refine_lr, config.refine_batch, config.refine_params,
+                          seed=config.seed)
+
+
+def _prepare_context(lm, calib_ids, check, emit):
+    from .pipeline import PrepareContext
+
+    return PrepareContext(lm.model, find_layout(lm.model), calib_ids, check, emit)
+
+
+def _allocation_summary(allocated) -> dict:
+    """What the record keeps of an allocation: its choice, not its whole sensitivity table."""
+    return {"info": {k: v for k, v in allocated.info.items() if k != "table"},
+            "dense": sum(1 for r in allocated.ranks.values() if r is None)}
+
+
+class _Study:
+    """Original-stream statistics, development text and the allocation context of one run, made lazily."""
+
+    def __init__(self, config, lm, method, calib_ids, calib_desc, emit, check):
+        from .stats_cache import cache_key
+
+        self.config, self.lm, self.method, self.calib_ids, self.calib_desc = config, lm, method, calib_ids, calib_desc
+        self.emit, self.check = emit, check
+        self.cached = None
+        self.statistics_state = "computed in the pass"
+        self.scorer = None
+        self.key = cache_key(lm.source, lm.revision, calib_desc, config.calib_samples, config.seq_len, config.seed,
+                             config.batch_size, Passes.of(lm.model, config.precision))
+
+    def statistics(self, needed_by_allocation: bool):
+        """Cached statistics when the method reads only the original stream or the allocation needs them."""
+        from .stats_cache import collect, key_folder, load_or_compute
+
+        wanted = needed_by_allocation or not self.method.sequential
+        if self.config.stats_cache == "off":
+            if needed_by_allocation:
+                self.cached = _in_memory(collect(self.lm.model, self.calib_ids, self.config.batch_size,
+                                                 self.config.precision, self.emit, self.check), self.lm.model)
+                self.statistics_state = "computed once for the allocation (no cache)"
+            return self.cached
+        root = self._root()
+        if not wanted and not (key_folder(root, self.key) / "manifest.json").exists():
+            return None
+        self.cached, state = load_or_compute(root, self.key, self.lm.model, self.calib_ids, self.config.batch_size,
+                                             self.config.precision, self.emit, self.check)
+        self.statistics_state = f"cache {state}"
+        return self.cached
+
+    def _root(self):
+        from .paths import cache_dir
+
+        return cache_dir("stats") if self.config.stats_cache is None else _folder(self.config.stats_cache)
+
+    def context(self, allocation) -> AllocationContext:
+        layout = find_layout(self.lm.model)
+        return AllocationContext(layout, self.config.ratio, self.method, spectra=self._spectra,
+                                 trial=lambda ranks: self._scorer().plan_perplexity(ranks),
+                                 sensitivity=self._sensitivity, emit=self.emit, check=self.check)
+
+    def _spectra(self) -> dict:
+        from .lowrank import dense_weight_and_bias
+        from .offload import onloaded
+        from .stats import Statistics
+
+        layout = find_layout(self.lm.model)
+        home = Passes.of(self.lm.model).home
+        out = {}
+        for p in layout.projections:
+            self.check()
+            with onloaded(layout.blocks[p.block]) as block:
+                weight = dense_weight_and_bias(block.get_submodule(p.local))[0].detach().to(home)
+            s = self.cached.get(p.block, p.group)
+            out[p.name] = self.method.truncated_spectrum(weight, Statistics.original_only(s.tokens, s.gram_f, s.absmean),
+                                                         p.name).cpu()
+        return out
+
+    def _scorer(self):
+        from .development import DevScorer
+
+        if self.scorer is None:
+            length = min(DEV_SEQ_LEN, self.config.seq_len)
+            source = resolve_calibration(self.config.calib)
+            ids, desc = development_windows(source, self.lm.model, self.lm.tokenizer, DEV_WINDOWS, length,
+                                            self.config.seed, self.config.calib_samples)
+            self.emit("status", f"development text: {desc}")
+            self.dev_description = desc
+            self.scorer = DevScorer(self.lm.model, ids, self.cached, self.method, precision=self.config.precision,
+                                    check=self.check)
+        return self.scorer
+
+    def _sensitivity(self, fractions):
+        from .stats_cache import cached_json
+
+        scorer = self._scorer()
+        key = {"statistics": self.key, "method": self.method.name, "options": self.method.config,
+               "development": self.dev_description, "fractions": fractions}
+        if self.config.stats_cache == "off":
+            return scorer.sensitivity(fractions, self.emit)
+        table = cached_json(self._root(), "sensitivity", key,
+                            lambda: {n: {str(f): v for f, v in row.items()}
+                                     for n, row in scorer.sensitivity(fractions, self.emit).items()})
+        return {n: {float(f): v for f, v in row.items()} for n, row in table.items()}
+
+
+def _folder(path: str):
+    from pathlib import Path
+
+    folder = Path(path).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _in_memory(collected, model):
+    from .stats_cache import MemoryStatistics
+
+    tensors, spectra, tokens = collected
+    return MemoryStatistics(tensors, tokens, spectra, Passes.of(model).home)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the CLI and the app both need
+# ---------------------------------------------------------------------------------------------
+
+def manifest_info(record: RunRecord) -> dict:
+    """What a saved folder's manifest records of the run that made it (built here only)."""
+    c = record.compression
+    return {"base": {"source": record.model, "revision": record.model_revision}, "method": c.method,
+            "ratio": c.ratio, "options": c.options, "allocation": record.allocation, "refine": record.refine,
+            "calibration": c.calibration, "ranks": c.ranks(), "config": record.config}
+
+
+def export(record: RunRecord, model, tokenizer, folder, save_dtype: str = "bfloat16"):
+    """Save a finished run's compressed model with its manifest; returns the folder's size in bytes."""
+    save_compressed(model, tokenizer, folder, manifest_info(record), save_dtype)
+    return folder_bytes(folder)
+
+
+def zero_shot(lm: LoadedModel, compressed, tasks: list[str], limit, task_data, emit=_quiet, check=None) -> dict:
+    """lm-eval accuracies of the original and the compressed model, task by task."""
+    from .evaluation import run_tasks
+
+    out = {}
+    for label, model in (("original", lm.model), ("compressed", compressed)):
+        out[label] = run_tasks(model, lm.tokenizer, tasks, limit=limit, data=task_data, should_stop=check,
+                               on_task=lambda t, label=label: emit("status", f"zero-shot, {label} model: {t}"))
+    return out
+
+
+def evaluate_model(config: RunConfig, emit=None, cancel=None) -> dict:
+    """Perplexity (and zero-shot tasks) of one model, as `python -m svd_explorer evaluate` reports them."""
+    emit = emit or _quiet
+    check = cancel_check(cancel)
+    lm, placement = load_for(config, emit)
+    emit("status", f"model: {lm.description}")
+    result = {"model": lm.source, "params": count_parameters(lm.model), "placement": placement.describe()}
+    ids, desc = evaluation_windows(lm, config.eval_source, config.eval_windows, config.seq_len, config.seed, emit)
     if ids is not None:
-        log("status", f"evaluation: {desc}")
-        result.update(ppl=evaluate(lm.model, ids)["ppl"], evaluation={"description": desc, "windows": len(ids),
-                                                                      "seq_len": seq_len})
-    if tasks:
+        emit("status", f"evaluation: {desc}")
+        result.update(ppl=evaluate(lm.model, ids, should_stop=check)["ppl"],
+                      evaluation={"description": desc, "windows": len(ids), "seq_len": config.seq_len})
+    if config.tasks:
         from .evaluation import run_tasks
 
-        result["tasks"] = run_tasks(lm.model, lm.tokenizer, tasks, limit=limit, data=task_data)
+        result["tasks"] = run_tasks(lm.model, lm.tokenizer, list(config.tasks), limit=config.limit,
+                                    data=config.task_data, should_stop=check)
     if lm.manifest:
-        result["manifest"] = {k: lm.manifest.get(k) for k in ("base", "method", "ratio", "options")}
+        result["manifest"] = {k: lm.manifest.get(k) for k in ("base", "method", "ratio", "options", "allocation")}
     return result
 
 
-def model_info(model, ratio: float, method: Method | None = None) -> dict:
-    """Parameter counts, per-kind ranks and break-even ranks for a ratio, before anything runs."""
-    lm = _loaded(model)
-    return budget_summary(find_layout(lm.model), count_parameters(lm.model), ratio, method) | {"model": lm.source}
+def budget_summary(layout, total_params: int, ratio: float, method=None, allocation=None) -> dict:
+    """What an allocation keeps at `ratio` before anything runs: totals, and per projection kind the shape,
+    the rank of its first compressed block and the break-even rank. Needs only shapes (a meta-device model
+    is enough); allocations that need data show the uniform budget with a note."""
+    from .allocation import get_allocation
 
-
-def budget_summary(layout, total_params: int, ratio: float, method: Method | None = None) -> dict:
-    """What a method's plan keeps at `ratio`: totals, and per projection kind the shape, the rank of the
-    first compressed block and the break-even rank. Needs only shapes (works on a meta-device model)."""
-    from .methods import get_method
-
-    plan = (method or get_method("svd")).plan(layout, ratio)
-    dense = sum(p.dense_params for p in layout.projections)
-    kept = dense - sum(p.dense_params - plan[p.name].rank * (p.out_features + p.in_features)
-                       for p in layout.projections if p.name in plan)
+    ranks, note = _preview_ranks(layout, ratio, method, allocation or get_allocation("uniform"))
+    dense = layout.dense_params
+    kept = sum(p.dense_params if ranks.get(p.name) is None else ranks[p.name] * p.rank_cost for p in layout.projections)
     kinds = {}
     for p in layout.projections:
-        if p.kind not in kinds and p.name in plan:
+        if p.kind not in kinds and ranks.get(p.name) is not None:
             kinds[p.kind] = {"shape": [p.out_features, p.in_features],
                              "break_even_rank": round(break_even_rank(p.out_features, p.in_features), 1),
-                             "rank": plan[p.name].rank}
+                             "rank": ranks[p.name]}
     return {"blocks": layout.num_blocks, "compressed_blocks": len({p.block for p in layout.projections
-                                                                   if p.name in plan}),
+                                                                   if ranks.get(p.name) is not None}),
             "projections": len(layout.projections), "params": total_params, "linear_params": dense,
             "ratio": ratio, "params_after": total_params - dense + kept, "linear_params_after": kept,
-            "kinds": kinds, "data_dir": str(data_dir()) if data_dir() else None}
+            "kinds": kinds, "note": note}
+
+
+def _preview_ranks(layout, ratio, method, allocation) -> tuple[dict, str | None]:
+    from .allocation import NeedsData, get_allocation
+
+    try:
+        return allocation.allocate(AllocationContext(layout, ratio, method)).ranks, None
+    except NeedsData:
+        uniform = get_allocation("uniform").allocate(AllocationContext(layout, ratio, method)).ranks
+        return uniform, (f"the {allocation.name} allocation decides from the calibration data; shown here: the "
+                         f"uniform budget it starts from")
+
+
+def model_info(source: str, ratio: float, method=None, allocation=None) -> dict:
+    """Parameter counts, per-kind ranks and break-even ranks for a ratio, from the config alone."""
+    from .layout import meta_model
+
+    meta = meta_model(read_config(source))
+    return budget_summary(find_layout(meta), count_parameters(meta), ratio, method, allocation) | {"model": source}

@@ -7,11 +7,12 @@ example hellaswag) goes to lm-eval's own definition, which needs the hub.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 from .data import data_dir
-from .models import hub_reachable
+from .loading import hub_reachable
 
 TASK_FOLDER = Path(__file__).parent / "tasks"
 LOCAL_FILES = {
@@ -40,7 +41,7 @@ def resolve(names: list[str], data: str | None = None) -> tuple[dict[str, str], 
     """user name -> lm-eval task name (local definition when the file is there, stock otherwise)."""
     folder = Path(data) if data else data_dir()
     if data and not folder.is_dir():
-        raise TaskError(f"--task-data {data} is not a folder")
+        raise TaskError(f"the task data folder {data} is not a folder")
     mapping = {}
     for name in names:
         if folder is not None and name in LOCAL_FILES and (folder / LOCAL_FILES[name]).exists():
@@ -52,8 +53,34 @@ def resolve(names: list[str], data: str | None = None) -> tuple[dict[str, str], 
             reason = f"{where} is missing" if where else (
                 f"no local file for {name!r}" if name in LOCAL_FILES else f"{name!r} has no offline definition")
             raise TaskError(f"cannot run task {name!r}: {reason} and the Hugging Face hub is not reachable "
-                            f"(offline tasks: {', '.join(LOCAL_FILES)}; point --task-data at their folder)")
+                            f"(tasks with local files: {', '.join(LOCAL_FILES)})")
     return mapping, folder
+
+
+def available_tasks(data: str | None = None) -> dict[str, str]:
+    """Every task that can run here, with where its data comes from (local file or the hub)."""
+    folder = Path(data) if data else data_dir()
+    online = hub_reachable()
+    out = {}
+    for name in list(LOCAL_FILES) + ["hellaswag"]:
+        if folder is not None and name in LOCAL_FILES and (folder / LOCAL_FILES[name]).exists():
+            out[name] = "local file"
+        elif online:
+            out[name] = "Hugging Face hub"
+    return out
+
+
+@contextlib.contextmanager
+def stop_on_forward(model, should_stop):
+    """Call `should_stop()` before every forward of `model`, so a Stop ends lm-eval within one batch."""
+    if should_stop is None:
+        yield
+        return
+    handle = model.register_forward_pre_hook(lambda module, args: should_stop())
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _go_offline() -> None:
@@ -84,10 +111,11 @@ def run_tasks(model, tokenizer, tasks, *, limit: int | None = None, data: str | 
             should_stop()
         if on_task is not None:
             on_task(name)
-        result = lm_eval.simple_evaluate(
-            model=lm, tasks=[mapping[name]], task_manager=manager, limit=limit, batch_size=batch_size,
-            random_seed=SEED, numpy_random_seed=SEED, torch_random_seed=SEED, fewshot_random_seed=SEED,
-            bootstrap_iters=1000, log_samples=False, verbosity="ERROR")
+        with stop_on_forward(model, should_stop):
+            result = lm_eval.simple_evaluate(
+                model=lm, tasks=[mapping[name]], task_manager=manager, limit=limit, batch_size=batch_size,
+                random_seed=SEED, numpy_random_seed=SEED, torch_random_seed=SEED, fewshot_random_seed=SEED,
+                bootstrap_iters=1000, log_samples=False, verbosity="ERROR")
         out[name] = _scores(result, mapping[name])
     return out
 

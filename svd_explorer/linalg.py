@@ -115,6 +115,13 @@ def captured_ratio(spectrum: torch.Tensor, k: int) -> float:
     return energy[:k].sum().item() / total if total > 0 else 1.0
 
 
+def tail_ratio(spectrum: torch.Tensor, k: int) -> float:
+    """‖M − M_k‖_F / ‖M‖_F from M's singular values: the relative error a rank-k truncation leaves."""
+    energy = spectrum.double().pow(2)
+    total = energy.sum().item()
+    return (energy[k:].sum().item() / total) ** 0.5 if total > 0 else 0.0
+
+
 def weighted_error(w: torch.Tensor, w_hat: torch.Tensor, gram: torch.Tensor) -> float:
     """‖(W − W')X‖_F / ‖W X‖_F computed from the Gram matrix G = X Xᵀ."""
     w = w.double()

@@ -13,38 +13,49 @@ import math
 import torch
 import torch.nn.functional as F
 
-
-@torch.no_grad()
-def window_logprobs(model, batch: torch.Tensor) -> torch.Tensor:
-    """log p(next token) at every position but the last: [B, L-1, V] in float32."""
-    device = next(model.parameters()).device
-    logits = model(input_ids=batch.to(device), use_cache=False).logits[:, :-1]
-    return F.log_softmax(logits.float(), dim=-1)
+from .devices import model_device
 
 
 @torch.no_grad()
-def evaluate(model, windows: torch.Tensor, reference=None, batch_size: int = 4, should_stop=None) -> dict:
-    """Perplexity of `model` on `windows`; with `reference`, also its perplexity, KL and top-1 agreement."""
-    nll = ref_nll = kl = agree = 0.0
+def evaluate(model, windows: torch.Tensor, reference=None, batch_size: int = 4, should_stop=None,
+             progress=None) -> dict:
+    """Perplexity of `model` on `windows`; with `reference`, also its perplexity, KL and top-1 agreement.
+    `should_stop()` may raise between batches; `progress(windows_done, windows_total)` follows them.
+    The vocabulary-sized distributions are compared one window at a time, so memory holds one batch of
+    logits per model and a few window-sized temporaries."""
+    totals = {"nll": 0.0, "ref_nll": 0.0, "kl": 0.0, "agree": 0.0}
     count = 0
     for start in range(0, len(windows), batch_size):
         if should_stop is not None:
             should_stop()
+        if progress is not None:
+            progress(start, len(windows))
         batch = windows[start:start + batch_size]
-        targets = batch[:, 1:].unsqueeze(-1)
-        logp = window_logprobs(model, batch)
-        nll -= logp.gather(-1, targets.to(logp.device)).sum().item()
-        count += targets.numel()
-        if reference is not None:
-            ref = window_logprobs(reference, batch)
-            ref_nll -= ref.gather(-1, targets.to(ref.device)).sum().item()
-            kl += (ref.exp() * (ref - logp)).sum().item()
-            agree += (ref.argmax(-1) == logp.argmax(-1)).sum().item()
-    out = {"ppl": _ppl(nll / count), "tokens": count}
+        logits = _logits(model, batch)
+        ref_logits = _logits(reference, batch) if reference is not None else None
+        for row in range(len(batch)):
+            _accumulate(totals, logits[row], None if ref_logits is None else ref_logits[row], batch[row, 1:])
+        count += batch[:, 1:].numel()
+    out = {"ppl": _ppl(totals["nll"] / count), "tokens": count}
     if reference is not None:
-        out.update({"ppl_reference": _ppl(ref_nll / count), "kl_to_original": kl / count,
-                    "top1_agreement": agree / count})
+        out.update({"ppl_reference": _ppl(totals["ref_nll"] / count), "kl_to_original": totals["kl"] / count,
+                    "top1_agreement": totals["agree"] / count})
     return out
+
+
+def _logits(model, batch: torch.Tensor) -> torch.Tensor:
+    return model(input_ids=batch.to(model_device(model)), use_cache=False).logits[:, :-1]
+
+
+def _accumulate(totals: dict, logits, ref_logits, targets) -> None:
+    logp = F.log_softmax(logits.float(), dim=-1)
+    targets = targets.to(logp.device).unsqueeze(-1)
+    totals["nll"] -= logp.gather(-1, targets).sum().item()
+    if ref_logits is not None:
+        ref = F.log_softmax(ref_logits.float(), dim=-1)
+        totals["ref_nll"] -= ref.gather(-1, targets).sum().item()
+        totals["kl"] += (ref.exp() * (ref - logp)).sum().item()
+        totals["agree"] += (ref.argmax(-1) == logp.argmax(-1)).sum().item()
 
 
 def _ppl(mean_nll: float) -> float:

@@ -9,8 +9,15 @@ from plotly.subplots import make_subplots
 TEMPLATE = "plotly_white"
 HEIGHT = 380
 COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"]
-METHOD_COLORS = {"svd": "#6b7280", "asvd": "#ca8a04", "svd-llm": "#2563eb", "ressvd": "#16a34a",
-                 "aa-svd": "#dc2626", "saes-svd": "#9333ea"}
+DASHES = {"uniform": "solid", "auto": "solid", "depth": "dash", "loss": "dot", "sensitivity": "dashdot"}
+
+
+def method_color(method: str, fallback: int = 0) -> str:
+    """A method's own colour (methods own their metadata), or one of the palette's."""
+    from .methods import REGISTRY
+
+    cls = REGISTRY.get(method)
+    return cls.color if cls is not None else COLORS[fallback % len(COLORS)]
 
 
 def _figure(title: str, x: str, y: str, **layout) -> go.Figure:
@@ -82,9 +89,8 @@ def depth_figure(runs: list[tuple[str, dict]], metric: str = "rel_error") -> go.
     for i, (name, result) in enumerate(runs):
         rows = result.get("depth_error", [])
         if rows:
-            method = result.get("method", "")
             fig.add_trace(go.Scatter(x=[r["block"] for r in rows], y=[r[metric] for r in rows], mode="lines+markers",
-                                     name=name, line=dict(color=METHOD_COLORS.get(method, COLORS[i % len(COLORS)]),
+                                     name=name, line=dict(color=method_color(result.get("method", ""), i),
                                                           width=3 if i == len(runs) - 1 else 1.5)))
     if not fig.data:
         return empty("run a compression to see the error through depth")
@@ -177,26 +183,96 @@ def refine_figure(result: dict, block: int | None = None) -> go.Figure:
     return fig
 
 
+QUALITY = {"ppl_compressed": "perplexity (log)", "kl_to_original": "KL to the original",
+           "top1_agreement": "top-1 agreement with the original"}
+ORIGINAL = {"ppl_compressed": None, "kl_to_original": 0.0, "top1_agreement": 1.0}
+
+
 def comparison_figure(rows: list[dict], metric: str = "ppl_compressed") -> go.Figure:
-    """Runs in the history: quality against the share of parameters kept, one marker per run."""
-    label = {"ppl_compressed": "perplexity (log)", "kl_to_original": "KL to the original (log)",
-             "top1_agreement": "top-1 agreement"}[metric]
-    fig = _figure("Runs compared", "parameters kept (whole model)", label,
-                  yaxis_type="log" if metric != "top1_agreement" else "linear")
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method and r.get(metric) is not None and _finite(r[metric])]
+    """Runs in the history: quality against the share of parameters kept, one marker per run, and the
+    original model at (1, its value). Axes keep differences in proportion: KL from 0, top-1 from 0 to 1,
+    perplexity on a log axis that includes the original."""
+    fig = _figure("Runs compared", "parameters kept (whole model)", QUALITY[metric],
+                  yaxis_type="log" if metric == "ppl_compressed" else "linear")
+    fig.update_layout(margin=dict(l=60, r=20, t=70, b=50))
+    for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
+        mine = [r for r in rows if r["method"] == method and _finite(r.get(metric))]
         if mine:
             fig.add_trace(go.Scatter(
                 x=[r["params_after"] / r["params_before"] for r in mine], y=[r[metric] for r in mine],
-                mode="markers+text", name=method, text=[f"{r['ratio']:g}" for r in mine], textposition="top center",
-                marker=dict(size=12, color=METHOD_COLORS.get(method))))
-    originals = [r for r in rows if r.get("ppl_original") is not None]
-    if fig.data and metric == "ppl_compressed" and originals:
-        # A marker, not a horizontal line: plotly reads shape coordinates on log axes as exponents.
-        fig.add_trace(go.Scatter(x=[1.0], y=[originals[-1]["ppl_original"]], mode="markers+text", name="original",
-                                 text=["original"], textposition="bottom center",
-                                 marker=dict(size=12, color="#6b7280", symbol="diamond")))
-    return fig if fig.data else empty("runs with an evaluation appear here")
+                mode="markers+text", name=method, text=[f"{r['ratio']:g}" for r in mine], textposition="middle right",
+                marker=dict(size=12, color=method_color(method, i))))
+    if not fig.data:
+        return empty("runs with an evaluation appear here")
+    original = ORIGINAL[metric] if metric != "ppl_compressed" else next(
+        (r["ppl_original"] for r in reversed(rows) if _finite(r.get("ppl_original"))), None)
+    if original is not None:
+        fig.add_trace(go.Scatter(x=[1.0], y=[original], mode="markers+text", name="original", text=["original"],
+                                 textposition="middle left", marker=dict(size=12, color="#6b7280", symbol="diamond")))
+    _proportional_axes(fig, rows, metric)
+    return fig
+
+
+def _proportional_axes(fig: go.Figure, rows: list[dict], metric: str) -> None:
+    kept = [r["params_after"] / r["params_before"] for r in rows if _finite(r.get(metric))] + [1.0]
+    fig.update_xaxes(range=[max(0.0, min(kept) - 0.08), 1.06])
+    if metric == "top1_agreement":
+        fig.update_yaxes(range=[0, 1.05])
+    elif metric == "kl_to_original":
+        top = max(r[metric] for r in rows if _finite(r.get(metric)))
+        fig.update_yaxes(range=[0, top * 1.15 or 1])
+
+
+def pareto_figure(summary: list[dict], session: list[dict], measure: str | None = None) -> go.Figure:
+    """A sweep's configurations (mean over seeds, error bars = their standard deviation) against the share
+    of parameters kept, beside this session's own runs (hollow markers)."""
+    measure = measure or next((k for row in summary for k in row if k.startswith("ppl_")), "ppl_wikitext2")
+    fig = _figure(f"Quality against size: {measure[4:]} perplexity (mean ± std over seeds)",
+                  "parameters kept (whole model)", f"{measure[4:]} perplexity (log)", yaxis_type="log")
+    groups: dict[tuple, list[dict]] = {}
+    for row in summary:
+        groups.setdefault((row["method"], row["allocation"], row["refine"]), []).append(row)
+    for i, ((method, allocation, refine), rows) in enumerate(groups.items()):
+        rows = [r for r in rows if r.get(measure, (None, None))[0] is not None]
+        if not rows:
+            continue
+        name = method + ("" if allocation == "auto" else f" + {allocation}") + {"on": " + refine", "off": " - refine"}.get(refine, "")
+        fig.add_trace(go.Scatter(
+            x=[r["kept"][0] for r in rows], y=[r[measure][0] for r in rows], name=name, mode="lines+markers",
+            error_y=dict(type="data", array=[r[measure][1] or 0 for r in rows], visible=True),
+            text=[f"ratio {r['ratio']:g}, {len(r['seeds'])} seed(s)" for r in rows],
+            line=dict(color=method_color(method, i), dash=DASHES.get(allocation, "solid"))))
+    source = measure[4:]
+    mine = [r for r in session if r.get("evaluation", {}).get("source") == source and _finite(r.get("ppl_compressed"))]
+    if mine:
+        fig.add_trace(go.Scatter(x=[r["params_after"] / r["params_before"] for r in mine],
+                                 y=[r["ppl_compressed"] for r in mine], mode="markers", name="this session's runs",
+                                 text=[r.get("label", r["method"]) for r in mine],
+                                 marker=dict(size=12, symbol="circle-open", color="#111827", line=dict(width=2))))
+    return fig if fig.data else empty("no finished run with this evaluation set")
+
+
+def rank_depth_figure(runs: list[tuple[str, dict]]) -> go.Figure:
+    """Rank kept through depth, per projection kind, as a share of its break-even rank mn/(m+n) (1 = the
+    factors would store as much as the dense weight; a block kept dense is drawn at 1 with an open marker).
+    The last run is drawn thick, earlier ones thin."""
+    fig = _figure("Rank kept through depth (share of break-even)", "block", "rank / break-even rank")
+    fig.add_hline(y=1.0, line=dict(color="#dc2626", dash="dash"), annotation_text="break-even: no saving",
+                  annotation_position="top left")
+    for r, (name, result) in enumerate(runs):
+        blocks = sorted({b["block"] for b in result.get("blocks", [])})
+        for i, kind in enumerate(kinds(result)):
+            share = {l["block"]: l["rank"] / (l["shape"][0] * l["shape"][1] / sum(l["shape"]))
+                     for l in result["layers"] if l["kind"] == kind and l.get("rank")}
+            ys = [share.get(b, 1.0) for b in blocks]
+            last = r == len(runs) - 1
+            fig.add_trace(go.Scatter(
+                x=blocks, y=ys, mode="lines+markers", name=f"{kind}" + ("" if last else f" ({name})"),
+                legendgroup=name, showlegend=last or i == 0, opacity=1.0 if last else 0.35,
+                marker=dict(symbol=["circle" if b in share else "circle-open" for b in blocks]),
+                line=dict(color=COLORS[i % len(COLORS)], width=2.5 if last else 1)))
+    fig.update_yaxes(range=[0, 1.1])
+    return fig if len(fig.data) else empty("run a compression to see where its rank went")
 
 
 def zero_shot_figure(scores: dict[str, dict[str, dict]]) -> go.Figure:
@@ -211,4 +287,4 @@ def zero_shot_figure(scores: dict[str, dict[str, dict]]) -> go.Figure:
 
 
 def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -34,6 +34,12 @@ class Statistics:
             raise KeyError(f"statistics of stream {stream!r} were not collected")
         return g
 
+    @classmethod
+    def original_only(cls, tokens: int, gram_f: torch.Tensor, absmean: torch.Tensor | None = None) -> "Statistics":
+        """Statistics where both streams agree (X_c = X_f): what every method sees in block 0's first group,
+        and the original-stream limit used to preview a method without running the compressed stream."""
+        return cls(tokens, gram_f, gram_f, gram_f, absmean)
+
     def whitener(self, stream: str, name: str = "layer") -> Whitener:
         """The whitening factor of one stream's Gram, computed once per group (q/k/v share it)."""
         if stream not in self._whiteners:
@@ -42,11 +48,13 @@ class Statistics:
 
 
 class Accumulator:
-    def __init__(self, want: frozenset[str]):
+    """Sums of the wanted products, in float64 on `home` (the device, or the CPU where it has no float64)."""
+
+    def __init__(self, want: frozenset[str], home: torch.device | None = None):
         unknown = set(want) - KNOWN
         if unknown:
             raise ValueError(f"unknown statistics {sorted(unknown)}")
-        self.want = want
+        self.want, self.home = want, home
         self.tokens = 0
         self.sums: dict[str, torch.Tensor] = {}
 
@@ -69,7 +77,7 @@ class Accumulator:
         if "absmean" in self.want:
             products["absmean"] = lambda: _flat(x_f).abs().sum(0)
         for key, product in products.items():
-            value = product().double()
+            value = product().to(self.home).double() if self.home is not None else product().double()
             self.sums[key] = value if key not in self.sums else self.sums[key].add_(value)
         self.tokens += _flat(x_f if x_f is not None else x_c).shape[0]
 

@@ -8,6 +8,7 @@ import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 HIDDEN, INTER, LAYERS, VOCAB = 32, 64, 3, 128
 
@@ -53,6 +54,13 @@ def tiny_ids(count: int = 6, length: int = 16, seed: int = 0) -> torch.Tensor:
 @pytest.fixture
 def llama():
     return tiny_model("llama")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Statistics, converted models and offloaded blocks go to a temporary folder, never the user's cache."""
+    os.environ["SVD_EXPLORER_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
 
 
 @pytest.fixture(scope="session")
@@ -113,13 +121,21 @@ def text_file(tmp_path_factory):
     return path
 
 
+TINY_APP = {"calib_samples": 4, "seq_len": 32, "eval_windows": 2}
+
+
+def launch_app(tiny_folder, limits=None):
+    from svd_explorer.ui import build_demo
+
+    demo = build_demo(default_model=str(tiny_folder), preload=True, defaults=TINY_APP, limits=limits)
+    demo.queue(max_size=64).launch(prevent_thread_lock=True, quiet=True,
+                                   max_file_size=f"{demo.limits.upload_mb}mb")
+    return demo
+
+
 @pytest.fixture(scope="session")
 def app(tiny_folder):
     """The app launched in-process on the tiny local model, with tiny calibration settings."""
-    from svd_explorer.ui import build_demo
-
-    demo = build_demo(default_model=str(tiny_folder), preload=True,
-                      defaults={"calib_samples": 4, "seq_len": 32, "eval_windows": 2})
-    demo.queue().launch(prevent_thread_lock=True, quiet=True)
+    demo = launch_app(tiny_folder)
     yield demo
     demo.close()

@@ -10,8 +10,10 @@ from conftest import tiny_ids, tiny_model
 
 from svd_explorer import plots
 from svd_explorer.generation import side_by_side
-from svd_explorer.methods import get_method
+from svd_explorer.methods import REGISTRY, get_method
 from svd_explorer.pipeline import Cancelled, compress_model
+from svd_explorer.refine import RefineSettings
+from svd_explorer.ui.layout import BUDGET, COMPRESS, DOWNLOAD, FIGURES, ZERO_SHOT
 from svd_explorer.worker import Busy, JobManager
 
 
@@ -20,10 +22,9 @@ def recorded():
     """Results of real (tiny) runs, as the CLI writes them."""
     model = tiny_model("llama")
     out = {}
-    for name, options in (("saes-svd", {}), ("aa-svd", {"refine_steps": 10}), ("ressvd", {"last_layers": "2"})):
-        _, result = compress_model(model, get_method(name, **options), 0.3, tiny_ids(), precision="float32")
-        out[name] = result.to_dict() | {"params_before": result.params_before, "params_after": result.params_after,
-                                        "ppl_compressed": 100.0, "ppl_original": 50.0, "kl_to_original": 0.5,
+    for name, refine in (("saes-svd", None), ("aa-svd", RefineSettings(steps=10)), ("ressvd", None)):
+        _, result = compress_model(model, get_method(name), 0.3, tiny_ids(), precision="float32", refine=refine)
+        out[name] = result.to_dict() | {"ppl_compressed": 100.0, "ppl_original": 50.0, "kl_to_original": 0.5,
                                         "top1_agreement": 0.6}
     return out
 
@@ -34,21 +35,25 @@ def test_spectrum_figure_marks_the_kept_rank(recorded):
     assert [t.name for t in fig.data] == ["raw W", "truncated: M(β) = W (H + βΔ) R⁻ᵀ"]
     layer = plots.find_layer(r, 1, "q_proj")
     assert fig.layout.shapes[0].x0 == layer["rank"] and len(fig.data[0].y) == min(layer["shape"])
-    assert "was not compressed" in plots.spectrum_figure(recorded["ressvd"], 0, "q_proj").layout.annotations[0].text
+    assert "was not compressed" in plots.spectrum_figure(r, 7, "q_proj").layout.annotations[0].text
 
 
-def test_depth_figure_overlays_runs_and_heatmap_covers_every_projection(recorded):
+def test_depth_rank_and_heatmap_figures(recorded):
     fig = plots.depth_figure([("a", recorded["saes-svd"]), ("b", recorded["ressvd"])])
-    assert len(fig.data) == 2 and list(fig.data[1].y[:1]) == [0.0]  # ressvd leaves block 0 intact
+    assert len(fig.data) == 2 and fig.data[0].line.color == REGISTRY["saes-svd"].color
     heat = plots.error_heatmap(recorded["saes-svd"])
     assert len(heat.data[0].z) == 3 and len(heat.data[0].x) == 7
+    ranks = plots.rank_depth_figure([("a", recorded["saes-svd"])])
+    layer = plots.find_layer(recorded["saes-svd"], 0, "q_proj")
+    assert len(ranks.data) == 7 and ranks.data[0].y[0] == pytest.approx(layer["rank"] / 16)
+    assert all(0 < y <= 1 for t in ranks.data for y in t.y)   # below break-even everywhere
 
 
 def test_aces_and_refinement_figures(recorded):
     aces = plots.aces_figure(recorded["saes-svd"], 2, "down_proj")
     chosen = [t for t in aces.data if t.name == "chosen (exact)"][0]
     layer = plots.find_layer(recorded["saes-svd"], 2, "down_proj")
-    assert chosen.x[0] == layer["extra"]["aces"]["beta"]
+    assert chosen.x[0] == layer["extra"]["aces"]["beta"] and 0.25 <= chosen.x[0] <= 0.75
     assert len(plots.aces_depth_figure(recorded["saes-svd"]).data) == 7
     flat = plots.aces_figure(recorded["saes-svd"], 0, "q_proj")  # block 0: both streams feed q the same input
     assert "no upstream error" in flat.layout.annotations[-1].text
@@ -57,31 +62,40 @@ def test_aces_and_refinement_figures(recorded):
     assert len(refine.data[0].y) == 10 and len(refine.data[1].x) == 3
 
 
-def test_comparison_and_zero_shot_figures(recorded):
-    fig = plots.comparison_figure(list(recorded.values()))
-    assert {t.name for t in fig.data} == {"saes-svd", "aa-svd", "ressvd", "original"}
-    original = [t for t in fig.data if t.name == "original"][0]
-    assert (original.x[0], original.y[0]) == (1.0, 50.0) and not fig.layout.shapes
+@pytest.mark.parametrize("metric, original, low, high", [("ppl_compressed", 50.0, None, None),
+                                                         ("kl_to_original", 0.0, 0, None),
+                                                         ("top1_agreement", 1.0, 0, 1.05)])
+def test_comparison_axes_keep_differences_in_proportion(recorded, metric, original, low, high):
+    fig = plots.comparison_figure(list(recorded.values()), metric)
+    marker = [t for t in fig.data if t.name == "original"][0]
+    assert (marker.x[0], marker.y[0]) == (1.0, original)             # the original is always there
+    assert fig.layout.xaxis.range[1] < 1.1                           # no empty axis to 1.8
+    if low is not None:
+        assert fig.layout.yaxis.range[0] == low and (high is None or fig.layout.yaxis.range[1] == high)
+
+
+def test_zero_shot_figure():
     bars = plots.zero_shot_figure({"original": {"piqa": {"acc": 0.6, "acc_stderr": 0.02}},
                                    "compressed": {"piqa": {"acc": 0.55, "acc_stderr": 0.02}}})
     assert [t.y[0] for t in bars.data] == [0.6, 0.55]
 
 
-def test_worker_reports_progress_queues_sessions_and_cancels():
-    manager = JobManager(workers=1)
-    gate = threading.Event()
-
+def slow_job(gate):
     def slow(job):
-        for i in range(100):
+        for i in range(200):
             job.emit("step", i)
             if job.cancel.is_set():
                 raise Cancelled("stopped")
             gate.wait(0.02)
         return "finished"
+    return slow
 
-    first = manager.submit("alice", "compress", slow)
+
+def test_worker_reports_progress_queues_sessions_and_cancels():
+    manager = JobManager(workers=1)
+    first = manager.submit("alice", "compress", slow_job(threading.Event()))
     with pytest.raises(Busy, match="already running"):
-        manager.submit("alice", "compress", slow)
+        manager.submit("alice", "compress", lambda job: None)
     second = manager.submit("bob", "compress", lambda job: "quick")
     assert manager.position(second) == 1  # bob waits behind alice's job
     while not first.events_since(0):
@@ -92,10 +106,30 @@ def test_worker_reports_progress_queues_sessions_and_cancels():
     assert second.wait(5) and second.status == "done" and second.result == "quick"
     failing = manager.submit("alice", "compress", lambda job: 1 / 0)
     assert failing.wait(5) and failing.status == "failed" and "ZeroDivisionError" in failing.error
+    assert manager.active("alice") is None   # a failed job never leaves its session busy
+
+
+def test_a_queued_job_stops_at_once_and_a_full_queue_says_so():
+    manager = JobManager(workers=1, max_jobs=2)
+    running = manager.submit("a", "compress", slow_job(threading.Event()))
+    queued = manager.submit("b", "compress", lambda job: "never")
+    with pytest.raises(Busy, match="the Space is busy: 2 jobs"):
+        manager.submit("c", "compress", lambda job: None)
+    start = time.time()
+    manager.cancel(queued)
+    assert queued.done and queued.status == "cancelled" and time.time() - start < 0.5
+    manager.cancel(running)
+    assert running.wait(5) and queued.result is None
+
+
+def test_a_job_past_its_time_limit_is_stopped_with_the_reason():
+    manager = JobManager(workers=1, time_limit=0.3)
+    job = manager.submit("a", "compress", slow_job(threading.Event()))
+    assert job.wait(5) and job.status == "cancelled" and "limit per job" in job.stop_reason
 
 
 def test_side_by_side_streams_both_models(tiny_folder):
-    from svd_explorer.models import load_model
+    from svd_explorer.loading import load_model
 
     lm = load_model(str(tiny_folder))
     compressed, _ = compress_model(lm.model, get_method("svd"), 0.5, tiny_ids(), precision="float32")
@@ -116,100 +150,137 @@ def test_side_by_side_streams_both_models(tiny_folder):
 def client(app):
     from gradio_client import Client
 
-    c = Client(app.local_url, verbose=False)
-    api = c.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    required = {ep: {p["parameter_name"]: None for p in api[ep]["parameters"] if not p["parameter_has_default"]}
-                for ep in api}
-    return c, required
+    return Client(app.local_url, verbose=False)
 
 
-def compress_args(required, **kw):
-    return {**required["/compress"], "calib_value": "self", **kw}
+def named(names, values):
+    return dict(zip(names, values))
+
+
+def compress_job(c, **kw):
+    return c.submit(api_name="/compress", **{"calib": "self", "method": "svd", "ratio": 0.3, **kw})
+
+
+def finish(job) -> list[dict]:
+    return [named(COMPRESS, out) for out in job]
 
 
 def test_endpoints_are_named(app):
-    c, required = client(app)
+    api = client(app).view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/budget", "/method_info", "/compress", "/stop", "/show_run", "/generate", "/zero_shot",
-            "/export"} <= set(required)
-    assert any("compress" in name for name in required)
+            "/export", "/open_sweep"} <= set(api)
 
 
-def test_budget_is_shown_before_anything_runs(app, tiny_folder):
-    c, required = client(app)
-    text = c.predict(**required["/budget"], api_name="/budget")
-    assert "break-even" in text and "| q_proj | 32×32 | 12 | 16 |" in text
-    text = c.predict(**{**required["/budget"], "source": "no-such-org/no-such-model"}, api_name="/budget")
-    assert text.startswith("Error:") and "no-such-org/no-such-model" in text
+def test_budget_is_shown_before_anything_runs_and_reasons_sit_beside_the_fields(app, tiny_folder):
+    c = client(app)
+    out = named(BUDGET, c.predict(api_name="/budget", model=str(tiny_folder), method="svd-llm", allocation="auto",
+                                  ratio=0.3))
+    assert "break-even" in out["budget"] and "| q_proj | 32×32 |" in out["budget"]
+    bad = named(BUDGET, c.predict(api_name="/budget", model="no-such-org/no-such-model", method="svd",
+                                  allocation="auto", ratio=0.3))
+    assert "no-such-org/no-such-model" in bad["model_message"]
+    typed = named(BUDGET, c.predict(api_name="/budget", model=str(tiny_folder), method="svd", allocation="auto",
+                                    ratio=1.5))
+    assert "strictly between 0 and 1" in typed["ratio_message"] and "1.5" in typed["ratio_message"]
 
 
-def test_compress_streams_progress_then_shows_every_figure(app, tiny_folder, tmp_path):
-    c, required = client(app)
-    job = c.submit(**compress_args(required, method_name="aa-svd", ratio_value=0.4), api_name="/compress")
-    statuses = [out[0] for out in job]
+def test_compress_streams_progress_then_shows_every_figure(app, tiny_folder):
+    c = client(app)
+    statuses = [out["status"] for out in finish(compress_job(c, method="aa-svd", ratio=0.4, refine_steps=20))]
     assert statuses[-1].startswith("Done") and any("projection" in s for s in statuses)
-    figures = c.predict(**required["/show_run"], api_name="/show_run")
-    assert "aa-svd 0.4" in figures[0] and "perplexity" in figures[0]
-    assert all(isinstance(f, dict) for f in figures[1:8])  # plotly figures
-    assert figures[8]["data"][0][1] == "aa-svd"  # the history table
-    archive, result_json = c.predict(**required["/export"], api_name="/export")
-    folder = tmp_path / "unzipped"
-    with zipfile.ZipFile(archive) as z:
-        z.extractall(folder)
-    from svd_explorer import load_compressed
+    assert len(set(statuses)) > 3                  # the status line moves while the work goes on
+    figures = named(FIGURES, c.predict(api_name="/show_run", run_box=None, block_box=0, kind_box=None,
+                                       depth_metric="rel_error", compare_metric="ppl_compressed"))
+    assert "aa-svd" in figures["metrics"] and "perplexity" in figures["metrics"]
+    assert all(isinstance(figures[k], dict) for k in FIGURES if k.endswith("_plot"))
+    assert figures["history"]["data"][-1][0].endswith("aa-svd 0.4")
+    original, compressed = c.predict(api_name="/generate", run_box=None, prompt="Hi", new_tokens=8, temperature=0)
+    assert isinstance(original, str) and isinstance(compressed, str) and compressed
 
-    loaded = load_compressed(folder)
-    assert torch.isfinite(loaded(tiny_ids(1)).logits).all() and result_json.endswith(".json")
-    original, compressed = c.predict(**{**required["/generate"], "text": "Hi", "tokens": 8}, api_name="/generate")
-    assert isinstance(original, str) and isinstance(compressed, str)
+
+def test_untouched_option_controls_record_the_registry_defaults(app):
+    """Leaving 'Method options' as the page draws them must run the method as registered (ACES on for
+    saes-svd, never a fixed β = 0): checked on the run's own JSON, for every method."""
+    c = client(app)
+    for name, cls in REGISTRY.items():
+        statuses = [out["status"] for out in finish(compress_job(c, method=name, ratio=0.3))]
+        assert statuses[-1].startswith("Done"), (name, statuses[-1])
+        result = json.loads(open(named(DOWNLOAD, c.predict(api_name="/export", run_box=None))["json_file"]).read())
+        assert result["method"] == name and result["options"] == {o.name: o.default for o in cls.options}, name
+    aces = [layer["extra"]["aces"] for layer in result["layers"]]          # the last method is saes-svd
+    assert all(a["mode"] == "surrogate" and 0.25 <= a["beta"] <= 0.75 and len(a["points"]) >= 2 for a in aces)
 
 
 def test_bad_input_gives_a_message_and_the_app_keeps_working(app, tiny_folder):
-    c, required = client(app)
-    out = list(c.submit(**compress_args(required, method_name="svd", ratio_value=0.98), api_name="/compress"))
-    assert "leaves rank 0" in out[-1][0]
-    out = list(c.submit(**compress_args(required, source="no-such-org/no-such-model", method_name="svd",
-                                        ratio_value=0.2), api_name="/compress"))
-    assert out[-1][0].startswith("Error:") and "no-such-org/no-such-model" in out[-1][0]
-    out = list(c.submit(**compress_args(required, method_name="svd", ratio_value=0.3), api_name="/compress"))
-    assert out[-1][0].startswith("Done")
+    c = client(app)
+    out = finish(compress_job(c, method="svd", ratio=0.98))[-1]
+    assert "leaves rank 0" in out["status"] and "leaves rank 0" in out["ratio_message"]
+    out = finish(compress_job(c, model="no-such-org/no-such-model"))[-1]
+    assert out["status"].startswith("Error:") and "no-such-org/no-such-model" in out["model_message"]
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="greater than maximum value"):     # the control's own bound, as a message
+        compress_job(c, calib_samples=10**6).result()
+    assert finish(compress_job(c))[-1]["status"].startswith("Done")
 
 
-def test_stop_cancels_a_run_halfway_and_the_app_stays_usable(app):
-    c, required = client(app)
-    job = c.submit(**compress_args(required, method_name="aa-svd", ratio_value=0.3, param_15=3000),
-                   api_name="/compress")
+def test_stop_is_acknowledged_at_once_and_ends_the_job(app):
+    c = client(app)
+    job = compress_job(c, method="aa-svd", ratio=0.3, refine_steps=1000)
     for out in job:
-        if "projection" in out[0]:
+        if "projection" in out[0] or "refining" in out[0]:
             break
+    start = time.time()
     assert "Stopping" in c.predict(api_name="/stop")
+    assert time.time() - start < 2
     while not job.done():
         time.sleep(0.1)
-    assert job.outputs()[-1][0].startswith("Stopped after")
-    again = list(c.submit(**compress_args(required, method_name="svd", ratio_value=0.3), api_name="/compress"))
-    assert again[-1][0].startswith("Done")
+    assert job.outputs()[-1][0].startswith("Stopped") and time.time() - start < 30
+    assert finish(compress_job(c))[-1]["status"].startswith("Done")
 
 
-def test_one_job_per_session_and_sessions_do_not_block_each_other(app):
-    (a, required), (b, _) = client(app), client(app)
-    slow = a.submit(**compress_args(required, method_name="aa-svd", ratio_value=0.3, param_15=400),
-                    api_name="/compress")
+def test_one_job_per_session_and_sessions_wait_in_line(app):
+    a, b = client(app), client(app)
+    slow = compress_job(a, method="aa-svd", ratio=0.3, refine_steps=1000)
     for out in slow:
-        if "projection" in out[0]:
+        if "projection" in out[0] or "refining" in out[0]:
             break
-    busy = list(a.submit(**compress_args(required, method_name="svd", ratio_value=0.3), api_name="/compress"))
-    assert "already running" in busy[-1][0]
-    other = b.submit(**compress_args(required, method_name="svd", ratio_value=0.3), api_name="/compress")
-    seen = [out[0] for out in other]
-    assert seen[-1].startswith("Done") and slow.outputs()[-1][0].startswith("Done")
-    assert any("Waiting for the worker" in s for s in seen) or slow.done()
+    busy = finish(compress_job(a))[-1]
+    assert "already running" in busy["status"]
+    other = compress_job(b)
+    seen = []
+    for out in other:
+        seen.append(out[0])
+        if "Waiting for the worker" in out[0]:
+            break
+    assert "Waiting for the worker: 1 job(s) ahead" in seen[-1]     # b waits while a's job holds the worker
+    a.predict(api_name="/stop")
+    while not other.done():
+        time.sleep(0.1)
+    assert other.outputs()[-1][0].startswith("Done") and slow.outputs()[-1][0].startswith("Stopped")
+
+
+def test_download_is_written_once_and_loads_back(app, tmp_path):
+    c = client(app)
+    finish(compress_job(c, method="svd-llm"))
+    first = named(DOWNLOAD, c.predict(api_name="/export", run_box=None))
+    second = named(DOWNLOAD, c.predict(api_name="/export", run_box=None))
+    assert first["model_file"] == second["model_file"] and "Download:" in first["download_info"]
+    with zipfile.ZipFile(first["model_file"]) as z:
+        z.extractall(tmp_path / "unzipped")
+    from svd_explorer import load_compressed
+
+    loaded = load_compressed(tmp_path / "unzipped")
+    assert torch.isfinite(loaded(tiny_ids(1)).logits).all()
+    assert json.loads(open(first["json_file"]).read())["method"] == "svd-llm"
 
 
 def test_zero_shot_panel_evaluates_both_models(app, shared_data):
-    c, required = client(app)
-    list(c.submit(**compress_args(required, method_name="svd", ratio_value=0.3), api_name="/compress"))
-    job = c.submit(**{**required["/zero_shot"], "chosen": ["piqa"], "count": 10}, api_name="/zero_shot")
-    outputs = list(job)
-    status, table, figure = outputs[-1]
-    assert status.startswith("Done") and table["data"][0][0] == "piqa"
-    bars = json.loads(figure["plot"])["data"]
-    assert all("%" in cell for cell in table["data"][0][1:]) and [b["name"] for b in bars] == ["original", "compressed"]
+    c = client(app)
+    finish(compress_job(c))
+    outputs = [named(ZERO_SHOT, out) for out in c.submit(api_name="/zero_shot", run_box=None, tasks=["piqa"], limit=10)]
+    last = outputs[-1]
+    assert last["zero_status"].startswith("Done") and last["zero_table"]["data"][0][0] == "piqa"
+    bars = json.loads(last["zero_plot"]["plot"])["data"]
+    assert all("%" in cell for cell in last["zero_table"]["data"][0][1:])
+    assert [b["name"] for b in bars] == ["original", "compressed"]

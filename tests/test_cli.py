@@ -1,11 +1,13 @@
-"""The command line, end to end on a tiny local model, and its answers to bad input."""
+"""The command line end to end on a tiny local model, the run description, and every bad input's one line."""
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 from svd_explorer.cli import main
+from svd_explorer.config import PRESETS, RunConfig, with_preset
 
 COMMON = ["--seq-len", "16", "--calib-samples", "4", "--eval-windows", "3", "--batch-size", "2"]
 
@@ -18,17 +20,17 @@ def compress(tiny_folder, text_file, *extra):
 def test_compress_then_evaluate_the_saved_model(tiny_folder, text_file, tmp_path, capsys):
     out, result_file = tmp_path / "model", tmp_path / "run.json"
     rc = main(compress(tiny_folder, text_file, "--method", "saes-svd", "--ratio", "0.3", "--output", str(out),
-                       "--json", str(result_file)))
+                       "--json", str(result_file), "--save-dtype", "float32"))
     assert rc == 0, capsys.readouterr().err
     result = json.loads(result_file.read_text())
     for key in ("model", "method", "ratio", "params_before", "params_after", "ppl_original", "ppl_compressed",
                 "kl_to_original", "top1_agreement", "seconds", "calib_forward_seconds", "peak_rss_mb", "layers",
-                "depth_error"):
+                "depth_error", "config", "placement", "allocation", "output_bytes"):
         assert key in result, key
     assert result["params_after"] < result["params_before"] and result["kl_to_original"] > 0
     assert result["layers"][0]["extra"]["aces"]["beta"] is not None and len(result["depth_error"]) == 3
+    assert RunConfig.from_dict(result["config"]).method == "saes-svd"   # the run's description travels with it
     assert "block 0 done" in capsys.readouterr().err  # progress goes to stderr
-
     rc = main(["evaluate", "--model", str(out), "--eval", str(text_file), "--seq-len", "16", "--eval-windows", "3",
                "--json", str(tmp_path / "eval.json")])
     assert rc == 0
@@ -38,16 +40,66 @@ def test_compress_then_evaluate_the_saved_model(tiny_folder, text_file, tmp_path
     assert evaluated["manifest"]["method"] == "saes-svd"
 
 
+def test_the_default_save_is_bfloat16_and_half_the_size(tiny_folder, text_file, tmp_path):
+    sizes = {}
+    for dtype in ("float32", "bfloat16"):
+        assert main(compress(tiny_folder, text_file, "--method", "svd-llm", "--ratio", "0.3", "--output",
+                             str(tmp_path / dtype), "--save-dtype", dtype, "--json", str(tmp_path / f"{dtype}.json"))) == 0
+        sizes[dtype] = (tmp_path / dtype / "model.safetensors").stat().st_size
+    assert sizes["bfloat16"] < 0.55 * sizes["float32"]
+    manifest = json.loads((tmp_path / "bfloat16" / "manifest.json").read_text())
+    assert manifest["dtype"] == "bfloat16" and manifest["config"]["method"] == "svd-llm"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--method", "svd", "--ratio", "1.5"], "strictly between 0 and 1"),
     (["--method", "svd", "--ratio", "0"], "strictly between 0 and 1"),
     (["--method", "magic", "--ratio", "0.2"], "unknown method 'magic'"),
     (["--method", "svd", "--ratio", "0.2", "--beta", "0.3"], "--beta does not apply to method svd"),
     (["--method", "ressvd", "--ratio", "0.5", "--last-layers", "1"], "use at least 2 blocks"),
+    (["--method", "svd", "--ratio", "0.2", "--batch-size", "0"], "--batch-size: must be a whole number >= 1"),
+    (["--method", "svd", "--ratio", "0.2", "--eval-windows", "-1"], "--eval-windows: must be a whole number >= 0"),
+    (["--method", "svd", "--ratio", "0.2", "--calib-samples", "0"], "--calib-samples: must be a whole number >= 1"),
+    (["--method", "svd", "--ratio", "0.2", "--device", "cuda"], "not available on this machine; available: cpu"),
+    (["--method", "svd", "--ratio", "0.2", "--allocation", "magic"], "unknown allocation 'magic'"),
+    (["--method", "svd", "--ratio", "0.2", "--alpha", "9"], "--alpha does not apply to method svd"),
+    (["--method", "asvd", "--ratio", "0.2", "--alpha", "9"], "alpha must be between 0.0 and 2.0"),
+    (["--method", "svd", "--ratio", "0.2", "--refine-lr", "-1"], "refine_lr must be a positive number"),
 ])
-def test_bad_arguments_get_a_clear_message(tiny_folder, text_file, args, message, capsys):
+def test_bad_arguments_get_one_clear_line(tiny_folder, text_file, args, message, capsys):
     assert main(compress(tiny_folder, text_file, *args)) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith("error: ")   # refused before loading
+
+
+def test_bad_inputs_are_refused_before_the_model_loads(tiny_folder, text_file, tmp_path, capsys):
+    """An unknown task, a bad source or a bad output folder cost nothing: refused before any loading."""
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text('["not", "an", "object"]\n')
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "x").write_text("x")
+    for extra, message in (
+            (["--tasks", "no_such_task"], "cannot run task 'no_such_task'"),
+            (["--output", str(used)], "is not empty"),
+            (["--output", str(tiny_folder)], "is the folder the model is read from"),
+            (["--offload", "disk", "--offload-folder", "/proc/forbidden"], "is not writable"),
+            (["--eval", str(tmp_path / "missing.txt")], "no file")):
+        assert main(compress(tiny_folder, text_file, "--method", "svd", "--ratio", "0.2", *extra)) == 2
+        err = capsys.readouterr().err
+        assert message in err and "loading" not in err, (extra, err)
+    assert main(["compress", "--model", str(tiny_folder), "--method", "svd", "--ratio", "0.2", "--calib", str(lines),
+                 *COMMON]) == 2
+    assert "line 1 is not an object with a 'text' field" in capsys.readouterr().err
+
+
+def test_force_overwrites_a_used_output_folder(tiny_folder, text_file, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    assert main(compress(tiny_folder, text_file, "--method", "svd", "--ratio", "0.3", "--output", str(out),
+                         "--force")) == 0
+    assert (out / "manifest.json").exists()
 
 
 def test_unknown_model_and_empty_text(tmp_path, text_file, tiny_folder, capsys):
@@ -61,14 +113,41 @@ def test_unknown_model_and_empty_text(tmp_path, text_file, tiny_folder, capsys):
     assert "is empty" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(tmp_path / "nowhere")]) == 2
     assert "no folder" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tiny_folder), "--seq-len", "0"]) == 2
+    assert "--seq-len: must be a whole number >= 2" in capsys.readouterr().err
 
 
-def test_module_entry_point_and_method_list():
-    done = subprocess.run([sys.executable, "-m", "svd_explorer", "methods"], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0
-    for name in ("svd", "asvd", "svd-llm", "ressvd", "aa-svd", "saes-svd"):
-        assert name in done.stdout
+def test_errors_never_show_a_traceback_unless_asked(tiny_folder):
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    args = [sys.executable, "-m", "svd_explorer", "compress", "--model", str(tiny_folder), "--method", "ressvd",
+            "--ratio", "0.5", "--last-layers", "1", "--calib", "self", *COMMON]
+    quiet = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert quiet.returncode == 2 and "Traceback" not in quiet.stderr and "use at least 2 blocks" in quiet.stderr
+    loud = subprocess.run(args + ["--debug"], capture_output=True, text=True, timeout=300, env=env)
+    assert loud.returncode == 2 and "Traceback" in loud.stderr
+
+
+def test_run_config_round_trips_through_json_and_presets_expand():
+    config = with_preset("paper", method="aa-svd", ratio=0.3, seq_len=1024, tasks=("piqa", "arc_easy"))
+    assert RunConfig.from_json(config.to_json()) == config
+    assert config.seq_len == 1024                         # an explicit flag wins over the preset
+    for key, value in PRESETS["paper"].values.items():
+        if key not in ("seq_len", "calib"):
+            assert getattr(config, key) == value, key
+    assert with_preset("demo").calib_samples == 32 and with_preset("demo", eval_windows=None).eval_windows is None
+    with pytest.raises(ValueError, match="unknown run setting"):
+        RunConfig.from_dict({"methd": "svd"})
+
+
+def test_module_entry_point_and_listings():
+    listing = subprocess.run([sys.executable, "-m", "svd_explorer", "methods"], capture_output=True, text=True,
+                             timeout=120)
+    assert listing.returncode == 0
+    for name in ("svd", "asvd", "fwsvd", "svd-llm", "ressvd", "aa-svd", "saes-svd"):
+        assert name in listing.stdout
+    allocations = subprocess.run([sys.executable, "-m", "svd_explorer", "allocations"], capture_output=True, text=True,
+                                 timeout=120).stdout
+    assert all(name in allocations for name in ("uniform", "depth", "loss", "sensitivity"))
     help_text = " ".join(subprocess.run([sys.executable, "-m", "svd_explorer", "compress", "--help"],
                                         capture_output=True, text=True, timeout=120).stdout.split())
     assert "fraction of the parameters" in help_text and "break-even rank" in help_text

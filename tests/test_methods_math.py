@@ -4,8 +4,11 @@ import torch
 
 from svd_explorer.linalg import captured_ratio, truncate, weighted_error, whiten, whitened_fit
 from svd_explorer.methods import REGISTRY, Budget, get_method, list_methods
-from svd_explorer.methods.aa_svd import anchored_fit, lr_multiplier
-from svd_explorer.methods.ressvd import default_block_count, two_stage_fit
+from svd_explorer.allocation.depth import default_block_count
+from svd_explorer.methods.aa_svd import anchored_fit
+from svd_explorer.methods.fwsvd import fisher_weighted_fit
+from svd_explorer.methods.ressvd import two_stage_fit
+from svd_explorer.refine import lr_multiplier
 from svd_explorer.methods.saes_svd import (exact_captured, objective_parts, surrogate_candidates, surrogate_tail,
                                            surrogate_terms)
 from svd_explorer.stats import Accumulator
@@ -49,8 +52,9 @@ def test_accumulator_matches_direct_products_and_batches_add_up():
 @pytest.mark.parametrize("name", list_methods())
 def test_every_method_returns_factors_of_the_budgeted_rank(name):
     x_f, x_c = streams()
-    method = get_method(name, **({"refine_steps": 0} if name == "aa-svd" else {}))
-    budget = Budget(8, 2) if name == "ressvd" else Budget(8)
+    method = get_method(name)
+    method.importance = {"layer": torch.rand(N, dtype=torch.float64)}   # what fwsvd's prepare() would measure
+    budget = method.split(8, M, N)
     fit = method.fit(weight(), stats_of(x_f, x_c), budget, "layer")
     rank = fit.up.shape[1] + (fit.residual[0].shape[1] if fit.residual else 0)
     assert fit.up.shape[0] == M and fit.down.shape[1] == N and rank == 8
@@ -215,7 +219,7 @@ def test_method_options_are_checked():
     with pytest.raises(ValueError, match="beta_min"):
         get_method("saes-svd", beta_min=0.8, beta_max=0.2)
     assert get_method("erc-svd").name == "ressvd"
-    assert set(REGISTRY) == {"svd", "asvd", "svd-llm", "ressvd", "aa-svd", "saes-svd"}
+    assert set(REGISTRY) == {"svd", "asvd", "fwsvd", "svd-llm", "ressvd", "aa-svd", "saes-svd"}
 
 
 def test_aces_guard_replaces_a_surrogate_pick_that_captures_less(monkeypatch):
@@ -229,3 +233,60 @@ def test_aces_guard_replaces_a_surrogate_pick_that_captures_less(monkeypatch):
     aces = get_method("saes-svd").fit(w, stats, Budget(3), "l").extra["aces"]
     assert aces["surrogate_pick"] == 0.25 and aces["guard"] is True and aces["beta"] == 0.5
     assert aces["exact_at_midpoint"] > aces["exact_at_pick"]
+
+
+def test_fisher_weighting_minimises_the_row_weighted_error():
+    """FWSVD keeps the input channels the loss depends on: its fit beats plain SVD on ‖(W − W') diag(√f)‖, and no
+    random rank-k perturbation does better on that objective."""
+    w = weight()
+    f = torch.logspace(0, -3, N, dtype=torch.float64)[torch.randperm(N, generator=torch.Generator().manual_seed(4))]
+    fit = fisher_weighted_fit(w, f, 6, "l").dense()
+    plain = (lambda t: t.left @ t.right)(truncate(w, 6))
+
+    def loss(wp):
+        return ((w - wp) * f.sqrt()).pow(2).sum().item()
+
+    assert loss(fit) < loss(plain)
+    g = torch.Generator().manual_seed(5)
+    for _ in range(20):
+        t = truncate(fit + 0.01 * torch.randn(M, N, generator=g, dtype=torch.float64), 6)
+        assert loss(fit) <= loss(t.left @ t.right) + 1e-9
+
+
+def test_fisher_importance_is_the_squared_gradient_per_input_channel():
+    from conftest import tiny_ids, tiny_model
+
+    from svd_explorer.layout import find_layout
+    from svd_explorer.methods.fwsvd import input_channel_fisher
+
+    model = tiny_model("llama")
+    layout = find_layout(model)
+    ids = tiny_ids(3, 12)
+    fisher = input_channel_fisher(model, layout.projections[:2], ids)
+    name = layout.projections[0].name
+    param = model.get_submodule(name).weight
+    expected = torch.zeros(param.shape[1], dtype=torch.float64)
+    for row in ids:
+        model.zero_grad()
+        param.requires_grad_(True)
+        logits = model(input_ids=row[None]).logits[:, :-1]
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), row[None, 1:].flatten()).backward()
+        expected += param.grad.double().pow(2).sum(0)
+        param.requires_grad_(False)
+    assert torch.allclose(fisher[name], expected, rtol=1e-4) and not param.requires_grad
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_truncated_spectrum_is_what_the_fit_truncates(name):
+    """The `loss` allocation reads each method's truncated spectrum: it must be the spectrum its fit reports
+    when both streams agree (the original-stream statistics the allocation has)."""
+    from svd_explorer.stats import Statistics
+
+    x_f, _ = streams()
+    full = stats_of(x_f, x_f)
+    stats = Statistics.original_only(full.tokens, full.gram_f, full.absmean)
+    method = get_method(name, **({"aces": "off"} if name == "saes-svd" else {}))
+    method.importance = {"l": torch.rand(N, dtype=torch.float64)}
+    w = weight()
+    fit = method.fit(w, stats, method.split(8, M, N), "l")
+    assert torch.allclose(method.truncated_spectrum(w, stats, "l"), fit.spectrum, rtol=1e-6)

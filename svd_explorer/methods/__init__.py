@@ -4,6 +4,7 @@ from __future__ import annotations
 from .aa_svd import AASVD
 from .asvd import ASVD
 from .base import Budget, Fit, Method, Option
+from .fwsvd import FWSVD
 from .ressvd import ResSVD
 from .saes_svd import SAESSVD
 from .svd import TruncatedSVD
@@ -22,6 +23,7 @@ def register(cls: type[Method], *aliases: str) -> type[Method]:
 
 register(TruncatedSVD)
 register(ASVD)
+register(FWSVD)
 register(SVDLLM)
 register(ResSVD, "erc-svd")
 register(AASVD)

@@ -2,6 +2,8 @@
 
 Input channels that carry large activations matter more, so W is scaled column-wise by
 s_j = (mean_t |x_j|)^alpha before the SVD and the scaling is undone on the right factor.
+The paper spreads the rank by a sensitivity search: that is `--allocation sensitivity`
+(allocation/sensitivity.py); with the default uniform allocation every projection loses the same share.
 """
 from __future__ import annotations
 
@@ -22,14 +24,14 @@ class ASVD(Method):
     title = "ASVD (activation-aware SVD)"
     paper = "Yuan et al., ASVD: Activation-aware SVD for compressing LLMs (arXiv 2312.05821)"
     summary = "Scales W's input channels by their mean activation magnitude^alpha before truncating."
+    color = "#ca8a04"
     stats = frozenset({"absmean"})
-    options = (Option("alpha", 0.5, "exponent of the activation scaling s_j = mean|x_j|^alpha"),)
-
-    def validate(self):
-        if not 0 <= float(self.config["alpha"]) <= 2:
-            raise ValueError("asvd: alpha must be between 0 and 2")
+    options = (Option("alpha", 0.5, "exponent of the activation scaling s_j = mean|x_j|^alpha", bounds=(0.0, 2.0)),)
 
     def fit(self, weight, stats, budget, name):
         s = activation_scale(stats.absmean, float(self.config["alpha"]))
         t = truncate(weight.double() * s, budget.rank, name)
         return Fit(t.left, t.right / s, t.spectrum, "W diag(s)")
+
+    def truncated_spectrum(self, weight, stats, name):
+        return torch.linalg.svdvals(weight.double() * activation_scale(stats.absmean, float(self.config["alpha"])))

@@ -1,9 +1,10 @@
 """The small interface every compression method implements.
 
-A method says which input statistics it needs (`stats`), how the rank budget is spread
-(`plan`, uniform by default), how one projection is factorised from its weight and statistics
-(`fit`, a pure function of tensors), and optionally how a finished block is tuned end to end
-(`refine_block`). The pipeline does everything else.
+A method says which input statistics it needs (`stats`), how one projection is factorised from its
+weight and statistics (`fit`, a pure function of tensors), and owns its metadata: title, paper, colour,
+options, the allocation it uses unless told otherwise, and whether the refinement stage is on by
+default. Where the rank goes is an allocation's job (allocation/), end-to-end block tuning the
+refinement stage's (refine.py); the pipeline does everything else.
 """
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..lowrank import check_ratio, rank_for_ratio
-from ..models import Layout, Projection
+from ..options import Configurable, Option  # noqa: F401 - Option is re-exported for method files
 from ..stats import Statistics
 
 
@@ -34,68 +34,49 @@ class Fit:
     residual: tuple[torch.Tensor, torch.Tensor] | None = None
     whitening: dict | None = None      # decomposition path and jitter
     extra: dict = field(default_factory=dict)
+    rel_error: float | None = None     # ‖(W − W')X‖/‖WX‖ when the fit knows it exactly (else the pipeline computes it)
 
     def dense(self) -> torch.Tensor:
         w = self.up @ self.down
         return w + self.residual[0] @ self.residual[1] if self.residual else w
 
 
-@dataclass(frozen=True)
-class Option:
-    """One user-facing option of a method (becomes a CLI flag and a UI control)."""
-
-    name: str
-    default: object
-    help: str
-    choices: tuple | None = None
-
-
-class Method(ABC):
+class Method(Configurable, ABC):
     name: str = ""
     title: str = ""
     paper: str = ""
     summary: str = ""
+    color: str = "#6b7280"
+    reimplemented: bool = False        # no public code: rebuilt from the paper, numbers may differ
     stats: frozenset[str] = frozenset()
     options: tuple[Option, ...] = ()
-
-    def __init__(self, **options):
-        known = {o.name: o for o in self.options}
-        unknown = set(options) - set(known)
-        if unknown:
-            raise ValueError(f"{self.name} has no option(s) {sorted(unknown)}; it accepts {sorted(known) or 'none'}")
-        self.config = {name: options.get(name, o.default) for name, o in known.items()}
-        for name, value in self.config.items():
-            choices = known[name].choices
-            if choices and value not in choices:
-                raise ValueError(f"{self.name}: option {name} must be one of {list(choices)}, got {value!r}")
-        self.validate()
-
-    def validate(self) -> None:
-        """Check option values; raise ValueError with a clear message."""
+    default_allocation: tuple[str, dict] = ("uniform", {})
+    refines_by_default: bool = False
 
     @property
     def sequential(self) -> bool:
         """Whether fits need the compressed stream, so groups must be processed one after another."""
         return bool(self.stats & {"c", "x"})
 
-    def plan(self, layout: Layout, ratio: float) -> dict[str, Budget]:
-        """Uniform budget: every projection loses `ratio` of its parameters."""
-        return uniform_plan(layout.projections, ratio)
+    def prepare(self, context) -> None:
+        """Model-level statistics gathered before the block loop (fwsvd's gradients); most need none."""
+
+    def split(self, rank: int, out_features: int, in_features: int) -> Budget:
+        """How a projection's rank is spent; a method with a residual pair divides it."""
+        return Budget(rank)
 
     @abstractmethod
     def fit(self, weight: torch.Tensor, stats: Statistics, budget: Budget, name: str) -> Fit:
         """Factorise one projection's weight [m, n] within `budget`, from the statistics it asked for."""
 
-    def refine_block(self, block, data) -> dict | None:
-        """Optional end-to-end tuning of a compressed block (data: pipeline.RefineData); returns diagnostics."""
-        return None
+    def truncated_spectrum(self, weight: torch.Tensor, stats: Statistics, name: str) -> torch.Tensor:
+        """Singular values of what this method truncates, from original-stream statistics only: its squares
+        are the local loss of each rank dropped, which the `loss` allocation spends rank against.
+        Default: the whitened weight W S (SVD-LLM's truncation loss; the two-stream methods reduce to it
+        when the streams agree)."""
+        return torch.linalg.svdvals(stats.whitener("f", name).times(weight.double()))
 
     def describe(self) -> dict:
         return {"name": self.name, "title": self.title, "paper": self.paper, "summary": self.summary,
-                "options": [{"name": o.name, "default": o.default, "help": o.help,
-                             "choices": list(o.choices) if o.choices else None} for o in self.options]}
-
-
-def uniform_plan(projections: list[Projection], ratio: float) -> dict[str, Budget]:
-    check_ratio(ratio)
-    return {p.name: Budget(rank_for_ratio(p.out_features, p.in_features, ratio, p.name)) for p in projections}
+                "options": [o.describe() for o in self.options], "allocation": self.default_allocation[0],
+                "refines": self.refines_by_default}

@@ -112,23 +112,22 @@ class SAESSVD(Method):
     paper = "Hu et al., SAES-SVD: Self-Adaptive Suppression of Accumulated and Local Errors (ICLR 2026, arXiv 2602.03051)"
     summary = ("Mixes local reconstruction with compensation of the error accumulated upstream, choosing the "
                "mix per layer so the objective is as low-rank as possible.")
+    color = "#9333ea"
+    reimplemented = True
     options = (
         Option("aces", "surrogate", "how β is chosen per projection: the paper's surrogate rule, an exact grid "
                "search of the captured share, a grid search of the output ratio (reading 2), or off (fixed β)",
                ("surrogate", "exact", "output", "off")),
-        Option("beta", None, "fixed β = α/(1+α) in [0, 1]; given, it switches ACES off"),
-        Option("beta_min", 0.25, "lower end of the ACES interval for β (paper: 0.25)"),
-        Option("beta_max", 0.75, "upper end of the ACES interval for β (paper: 0.75)"),
+        Option("beta", None, "fixed β = α/(1+α) in [0, 1]; given, it switches ACES off", bounds=(0.0, 1.0),
+               kind=float, unset="ACES chooses β per projection"),
+        Option("beta_min", 0.25, "lower end of the ACES interval for β (paper: 0.25)", bounds=(0.0, 0.99)),
+        Option("beta_max", 0.75, "upper end of the ACES interval for β (paper: 0.75)", bounds=(0.0, 0.99)),
     )
 
     def validate(self):
-        lo, hi = float(self.config["beta_min"]), float(self.config["beta_max"])
-        if not 0 <= lo <= hi < 1:
-            raise ValueError("saes-svd: need 0 <= beta_min <= beta_max < 1")
-        beta = self.config["beta"]
-        if beta is not None:
-            if not 0 <= float(beta) <= 1:
-                raise ValueError("saes-svd: beta must be in [0, 1]")
+        if not self.config["beta_min"] <= self.config["beta_max"]:
+            raise ValueError("saes-svd: need beta_min <= beta_max")
+        if self.config["beta"] is not None:  # a fixed β is the fixed-coefficient variant
             self.config["aces"] = "off"
         self.stats = frozenset({"c", "x", "f"} if self.config["aces"] == "output" else {"c", "x"})
 

@@ -1,0 +1,156 @@
+"""Many runs compared: reading a sweep folder (or an uploaded zip of one), mean ± std over seeds, tables.
+
+A run's result file is the RunRecord JSON the CLI writes, plus "status" (done or failed). Rows are
+grouped by everything but the calibration seed, so each group's spread is the seed-to-seed spread
+that a difference must exceed to mean something.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+import zipfile
+from pathlib import Path, PurePosixPath
+
+RESULTS = "runs"
+ZIP_LIMIT_BYTES = 50 << 20      # an uploaded sweep zip, compressed
+ZIP_MEMBER_LIMIT = 20 << 20     # one JSON member, uncompressed
+ZIP_MEMBERS = 2000
+
+
+class ComparisonError(ValueError):
+    """A folder or archive that is not a readable sweep."""
+
+
+def group_key(row: dict) -> tuple:
+    c = row.get("config", {})
+    return (row["method"], c.get("allocation", "auto"), c.get("refine", "auto"), row["ratio"])
+
+
+def eval_sets(row: dict) -> dict[str, float]:
+    """Perplexity on every evaluation set of a run: the main one and the extra ones."""
+    out = {}
+    if row.get("ppl_compressed") is not None:
+        out[row.get("evaluation", {}).get("source", "eval")] = row["ppl_compressed"]
+    out.update(row.get("extra_ppl") or {})
+    return out
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """One row per configuration: mean and sample standard deviation over seeds of every measure."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row.get("status", "done") == "done":
+            groups.setdefault(group_key(row), []).append(row)
+    out = []
+    for (method, allocation, refine, ratio), members in sorted(groups.items(), key=lambda g: (g[0][3], g[0][:3])):
+        measures = {"kept": [r["params_after"] / r["params_before"] for r in members],
+                    "kl": [r.get("kl_to_original") for r in members], "top1": [r.get("top1_agreement") for r in members],
+                    "seconds": [r["seconds"] for r in members],
+                    "x_forward": [r["seconds"] / r["calib_forward_seconds"] for r in members
+                                  if r.get("calib_forward_seconds")]}
+        for name in eval_sets(members[0]):
+            measures[f"ppl_{name}"] = [eval_sets(r).get(name) for r in members]
+        out.append({"method": method, "allocation": allocation, "refine": refine, "ratio": ratio,
+                    "label": members[0].get("label"), "seeds": sorted(r["config"]["seed"] for r in members),
+                    **{k: mean_std(v) for k, v in measures.items()}})
+    return out
+
+
+def mean_std(values: list) -> tuple[float | None, float | None]:
+    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def fmt(pair: tuple, digits: int = 1) -> str:
+    mean, std = pair
+    if mean is None:
+        return "-"
+    text = f"{mean:.2e}" if abs(mean) >= 1e5 else f"{mean:.{digits}f}"
+    return text if std is None else text + (f" ± {std:.2e}" if abs(std) >= 1e5 else f" ± {std:.{digits}f}")
+
+
+def markdown(summary: list[dict]) -> str:
+    sets = sorted({k for row in summary for k in row if k.startswith("ppl_")})
+    head = ["method", "allocation", "refine", "ratio", "seeds", "kept"] + [s[4:] + " ppl" for s in sets] + \
+        ["KL", "top-1", "seconds", "x fwd"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in summary:
+        cells = [r["method"], r["allocation"], r["refine"], f"{r['ratio']:g}", str(len(r["seeds"])), fmt(r["kept"], 3)]
+        cells += [fmt(r.get(s, (None, None))) for s in sets]
+        cells += [fmt(r["kl"], 3), fmt(r["top1"], 3), fmt(r["seconds"], 0), fmt(r["x_forward"], 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def csv_text(summary: list[dict]) -> str:
+    sets = sorted({k for row in summary for k in row if k.startswith("ppl_")})
+    measures = ["kept"] + sets + ["kl", "top1", "seconds", "x_forward"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", "allocation", "refine", "ratio", "seeds"] +
+                    [f"{m}_{s}" for m in measures for s in ("mean", "std")])
+    for r in summary:
+        writer.writerow([r["method"], r["allocation"], r["refine"], r["ratio"], " ".join(map(str, r["seeds"]))] +
+                        [v for m in measures for v in r.get(m, (None, None))])
+    return buffer.getvalue()
+
+
+def read_folder(folder) -> list[dict]:
+    """Every result file of a sweep folder (its runs/ subfolder, or the folder itself)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ComparisonError(f"{folder.name} is not a folder")
+    files = sorted((folder / RESULTS).glob("*.json")) if (folder / RESULTS).is_dir() else sorted(folder.glob("*.json"))
+    rows = [_row(f.name, f.read_text(errors="replace")) for f in files]
+    return [r for r in rows if r is not None]
+
+
+def read_zip(path) -> list[dict]:
+    """Result files from an uploaded zip of a sweep folder: size-capped, JSON members only, none outside it."""
+    path = Path(path)
+    if path.stat().st_size > ZIP_LIMIT_BYTES:
+        raise ComparisonError(f"{path.name} is larger than {ZIP_LIMIT_BYTES >> 20} MB")
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise ComparisonError(f"{path.name} is not a zip archive") from None
+    with archive:
+        members = archive.infolist()
+        if len(members) > ZIP_MEMBERS:
+            raise ComparisonError(f"{path.name} holds more than {ZIP_MEMBERS} files")
+        rows = []
+        for info in members:
+            if info.is_dir():
+                continue
+            _check_member(path.name, info)
+            if info.filename.endswith(".json"):
+                rows.append(_row(info.filename, archive.read(info).decode("utf-8", errors="replace")))
+    return [r for r in rows if r is not None]
+
+
+def _check_member(archive: str, info: zipfile.ZipInfo) -> None:
+    name = PurePosixPath(info.filename)
+    if name.is_absolute() or ".." in name.parts or "\\" in info.filename:
+        raise ComparisonError(f"{archive}: member {info.filename!r} points outside the folder")
+    if name.suffix not in (".json", ".csv", ".md", ".html"):
+        raise ComparisonError(f"{archive}: member {name.name} is not a sweep file (JSON results only)")
+    if info.file_size > ZIP_MEMBER_LIMIT:
+        raise ComparisonError(f"{archive}: member {name.name} is larger than {ZIP_MEMBER_LIMIT >> 20} MB")
+
+
+def _row(name: str, text: str) -> dict | None:
+    """A run result, or None for the sweep's other JSON files; malformed results are refused by name."""
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError:
+        raise ComparisonError(f"{name} is not valid JSON") from None
+    if not isinstance(row, dict) or "method" not in row or "config" not in row:
+        return None
+    if row.get("status", "done") == "done" and not all(k in row for k in ("ratio", "params_after", "params_before")):
+        raise ComparisonError(f"{name} is not a run result of SVD Explorer")
+    return row

@@ -1,0 +1,152 @@
+"""Scoring candidates on development text: where every searched setting is chosen.
+
+Development windows come from the calibration domain but overlap no calibration window
+(data.development_windows); evaluation text (WikiText-2, PTB, task data) is never read here.
+A DevScorer keeps the original model's input to every block on those windows, so the perplexity of
+the model with a few projections replaced is computed from the first changed block on: one
+partial forward per candidate. Candidates are factorised with the method's original-stream form
+(two-stream methods reduce to SVD-LLM whitening when the streams agree, see methods/base.py), from
+the original-stream statistics, so a candidate needs no calibration pass of its own.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .layout import find_layout
+from .lowrank import LowRankLinear, dense_weight_and_bias, set_submodule
+from .offload import onloaded
+from .pipeline import Passes, capture_calls, shell_copy
+from .stats import Statistics
+
+
+def proxy_method(method):
+    """The method itself when it reads only the original stream, else SVD-LLM (its original-stream limit)."""
+    from .methods import get_method
+
+    return get_method("svd-llm") if method.sequential else method
+
+
+class DevScorer:
+    """Perplexity on development windows with some projections swapped, from cached block inputs."""
+
+    def __init__(self, model, windows: torch.Tensor, statistics, method, batch_size: int = 4, precision="auto",
+                 check=None):
+        self.passes = Passes.of(model, precision)
+        self.work = shell_copy(model)
+        self.layout = find_layout(self.work)
+        self.windows, self.batch_size = windows, batch_size
+        self.statistics, self.method = statistics, proxy_method(method)
+        self.check = check or (lambda: None)
+        self.inputs = self._block_inputs()
+
+    @torch.no_grad()
+    def _block_inputs(self) -> list[list[torch.Tensor]]:
+        """inputs[b][i]: the hidden states entering block b for batch i, in the original model."""
+        hidden, self.calls = capture_calls(self.work, self.layout.blocks, self.windows, self.batch_size)
+        inputs, stream = [], [h.to(self.passes.stream_dtype) for h in hidden]
+        for b, block in enumerate(self.layout.blocks):
+            inputs.append(stream)
+            with onloaded(block), self.passes.autocast:
+                stream = [c[b](block, h).to(self.passes.stream_dtype) for c, h in zip(self.calls, stream)]
+        return inputs
+
+    def factors(self, name: str, rank: int) -> LowRankLinear:
+        """The projection `name` at `rank`, fitted by the proxy method from original-stream statistics."""
+        p = next(p for p in self.layout.projections if p.name == name)
+        with onloaded(self.layout.blocks[p.block]) as block:
+            weight, bias = dense_weight_and_bias(block.get_submodule(p.local))
+            stats = self.statistics.get(p.block, p.group)
+            stats = Statistics.original_only(stats.tokens, stats.gram_f, stats.absmean)
+            budget = self.method.split(rank, p.out_features, p.in_features)
+            fit = self.method.fit(weight.detach().to(self.passes.home), stats, budget, name)
+            return LowRankLinear.from_factors(
+                fit.up.to(weight), fit.down.to(weight), bias.detach() if bias is not None else None,
+                tuple(t.to(weight) for t in fit.residual) if fit.residual else None, dtype=weight.dtype)
+
+    @torch.no_grad()
+    def perplexity(self, replaced: dict[str, torch.nn.Module]) -> float:
+        """Development perplexity with each named projection replaced by the given module."""
+        if not replaced:
+            return self._run(self.layout.num_blocks - 1, {})
+        start = min(next(p.block for p in self.layout.projections if p.name == n) for n in replaced)
+        return self._run(start, replaced)
+
+    def _run(self, start: int, replaced: dict) -> float:
+        nll = count = 0.0
+        with self._swapped(replaced), self._start_at(start):
+            for i in range(len(self.calls)):
+                self.check()
+                self.batch = i
+                ids = self.windows[i * self.batch_size:(i + 1) * self.batch_size].to(self.passes.device)
+                with self.passes.autocast:
+                    logits = self.work(input_ids=ids, use_cache=False).logits[:, :-1].float()
+                nll += F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()
+                count += ids[:, 1:].numel()
+        return math.exp(nll / count) if nll / count < 700 else float("inf")
+
+    @contextlib.contextmanager
+    def _swapped(self, replaced: dict):
+        saved = {name: self.work.get_submodule(name) for name in replaced}
+        try:
+            for name, module in replaced.items():
+                set_submodule(self.work, name, module)
+            yield
+        finally:
+            for name, module in saved.items():
+                set_submodule(self.work, name, module)
+
+    @contextlib.contextmanager
+    def _start_at(self, start: int):
+        """Blocks before `start` pass their input through; block `start` reads its cached input."""
+        blocks = self.layout.blocks
+        saved = [b.__dict__.get("forward") for b in blocks[:start + 1]]
+
+        def passthrough(*args, **kwargs):
+            return (kwargs["hidden_states"] if not args else args[0],)
+
+        def from_cache(block):
+            run = block.__dict__.get("forward") or block.forward
+
+            def forward(*args, **kwargs):
+                cached = self.inputs[start][self.batch]
+                if args:
+                    return run(cached, *args[1:], **kwargs)
+                return run(**{**kwargs, "hidden_states": cached})
+            return forward
+
+        for b in blocks[:start]:
+            b.forward = passthrough
+        blocks[start].forward = from_cache(blocks[start])
+        try:
+            yield
+        finally:
+            for b, original in zip(blocks[:start + 1], saved):
+                del b.forward
+                if original is not None:
+                    b.forward = original
+
+    def plan_perplexity(self, ranks: dict) -> float:
+        """Development perplexity of the whole model compressed at `ranks` (a depth-search candidate)."""
+        replaced = {}
+        for p in self.layout.projections:
+            self.check()
+            if ranks.get(p.name) is not None:
+                replaced[p.name] = self.factors(p.name, ranks[p.name])
+        return self.perplexity(replaced)
+
+    def sensitivity(self, fractions: list[float], emit=None) -> dict[str, dict[float, float]]:
+        """name -> {kept fraction: development perplexity with only that projection compressed}."""
+        emit = emit or (lambda kind, data: None)
+        table = {}
+        for i, p in enumerate(self.layout.projections):
+            emit("progress", {"block": p.block, "blocks": self.layout.num_blocks,
+                              "step": f"sensitivity of {p.kind} ({i + 1} of {len(self.layout.projections)})"})
+            table[p.name] = {}
+            for f in fractions:
+                rank = max(1, int(f * p.dense_params // p.rank_cost))
+                table[p.name][f] = self.perplexity({p.name: self.factors(p.name, rank)})
+        return table

@@ -1,0 +1,14 @@
+"""Errors a user can act on. Each message is one line that says what is wrong and what to do."""
+from __future__ import annotations
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded; the message names the source or file and what differs."""
+
+
+class UnsupportedModelError(ModelLoadError):
+    """A model whose structure the engine does not understand."""
+
+
+class ConfigError(ValueError):
+    """A run description that cannot work (a bad value, a missing file, a device that is not here)."""

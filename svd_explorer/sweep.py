@@ -1,0 +1,268 @@
+"""Method comparison as a sweep: every (method, allocation, ratio, seed) a Ray task, resumable, with error bars.
+
+    python -m svd_explorer sweep --methods svd-llm,ressvd --ratios 0.1,0.2 --seeds 0,1,2 --out runs/sweep
+
+Ray is the engine: a local Ray starts in-process by default, `--address` joins an existing cluster
+(the package must be installed on its workers; results come back to this process, which writes
+them, so no shared file system is needed; statistics are cached on whichever node computes them).
+Before the runs, one task per seed computes the original-stream statistics and times one forward of
+the original model over the calibration set; every run that can reuse the statistics does (their
+time is reported once). A task that fails is retried once by Ray, then recorded as failed with its
+error; the others go on. Each run's JSON is written as it finishes and a rerun of the same command
+skips what is done. A folder written by another model or protocol is refused, naming the difference.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .comparison import RESULTS, aggregate, csv_text, markdown
+from .config import RunConfig, split_list, with_preset
+from .errors import ConfigError
+
+PROTOCOL_FIELDS = ("model", "revision", "calib", "calib_samples", "seq_len", "eval_source", "eval_windows",
+                   "extra_eval", "batch_size", "precision", "dtype", "preset", "refine_steps", "refine_lr",
+                   "refine_batch", "refine_params")
+ADDRESS_TIMEOUT = 3.0
+
+
+def add_sweep_parser(sub) -> None:
+    from .cli import _add_evaluation, _add_model, _integer, _number  # noqa: F401 - shared flags
+
+    s = sub.add_parser("sweep", help="compare methods x allocations x ratios x seeds as Ray tasks (resumable)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model(s)
+    _add_evaluation(s)
+    s.add_argument("--methods", required=True, type=split_list, help="comma-separated methods")
+    s.add_argument("--allocations", type=split_list, default=["auto"], help="comma-separated allocations (auto)")
+    s.add_argument("--refine", choices=("auto", "on", "off"), help="block refinement stage for every run")
+    s.add_argument("--ratios", required=True, type=split_list, help="comma-separated ratios in (0, 1)")
+    s.add_argument("--seeds", type=split_list, default=["0"], help="comma-separated calibration seeds")
+    s.add_argument("--out", required=True, help="sweep folder: one JSON per run, summary.csv/.md, pareto.html")
+    s.add_argument("--address", help="an existing Ray cluster: auto or ray://HOST:PORT (default: local Ray)")
+    s.add_argument("--cpus-per-run", type=_integer(1), help="CPUs per run (default: all of this machine's)")
+    s.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs per run (fractions share a GPU)")
+    s.add_argument("--calib", help="calibration text (as for compress)")
+    s.add_argument("--calib-samples", type=_integer(1))
+    s.add_argument("--batch-size", type=_integer(1))
+    s.add_argument("--precision", choices=("auto", "float32", "bfloat16"))
+    s.add_argument("--extra-eval", type=split_list, help="more evaluation sets for perplexity, e.g. ptb,lambada")
+    s.add_argument("--stats-cache", help="folder of cached statistics")
+    s.add_argument("--no-stats-cache", dest="stats_cache", action="store_const", const="off")
+
+
+# ---------------------------------------------------------------------------------------------
+# The grid
+# ---------------------------------------------------------------------------------------------
+
+def grid(args) -> list[RunConfig]:
+    """Every configuration, validated before any task starts (the bad entry is named)."""
+    from .cli import config_from_args
+
+    base = config_from_args(argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in (
+        "methods", "allocations", "ratios", "seeds", "out", "address", "cpus_per_run", "gpus_per_run")},
+        method=args.methods[0], ratio=0.5))
+    configs = []
+    for method in args.methods:
+        for allocation in args.allocations:
+            for ratio in (_ratio(r) for r in args.ratios):
+                for seed in (_seed(s) for s in args.seeds):
+                    config = base.replace(method=method, allocation=allocation, ratio=ratio, seed=seed)
+                    try:
+                        config.validate()
+                    except ConfigError as err:
+                        raise ConfigError(f"{method} / {allocation} / ratio {ratio:g} / seed {seed}: {err}") from None
+                    configs.append(config)
+    return configs
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--ratios: {text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise ConfigError(f"--ratios: {text} is outside (0, 1)")
+    return value
+
+
+def _seed(text: str) -> int:
+    if not text.isdigit():
+        raise ConfigError(f"--seeds: {text!r} is not a whole number >= 0")
+    return int(text)
+
+
+def run_name(config: RunConfig) -> str:
+    return f"{config.method}-{config.allocation}-refine_{config.refine}-r{config.ratio:g}-s{config.seed}"
+
+
+def protocol(config: RunConfig) -> dict:
+    data = config.to_dict()
+    return {k: data[k] for k in PROTOCOL_FIELDS}
+
+
+def check_folder(out: Path, configs: list[RunConfig]) -> None:
+    """Create the folder, or refuse one written under another protocol (naming the difference)."""
+    wanted = protocol(configs[0])
+    path = out / "sweep.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        different = {k: (stored.get(k), v) for k, v in wanted.items() if stored.get(k) != v}
+        if different:
+            detail = "; ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in different.items())
+            raise ConfigError(f"{out} was written by another sweep protocol: {detail}")
+    (out / RESULTS).mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=1))
+
+
+def done(out: Path, config: RunConfig) -> bool:
+    path = out / RESULTS / f"{run_name(config)}.json"
+    try:
+        return json.loads(path.read_text()).get("status") == "done"
+    except (OSError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray
+# ---------------------------------------------------------------------------------------------
+
+def check_address(address: str | None) -> None:
+    """A ray:// address must answer within a few seconds (a clear error instead of a long hang)."""
+    if not address or address == "auto":
+        return
+    parsed = urlparse(address)
+    if parsed.scheme != "ray" or not parsed.hostname:
+        raise ConfigError(f"--address must be auto or ray://HOST:PORT, got {address!r}")
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 10001), timeout=ADDRESS_TIMEOUT):
+            pass
+    except OSError as err:
+        raise ConfigError(f"the Ray cluster at {address} cannot be reached ({err.strerror or err})") from None
+
+
+def start_ray(address: str | None, cpus: int | None):
+    import os
+
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")   # a local, in-process Ray needs no token
+    check_address(address)
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=cpus, **kwargs)
+    except ConnectionError as err:
+        raise ConfigError(f"no Ray cluster at {address}: {err}") from None
+    return ray
+
+
+def _statistics_task(config_json: str) -> dict:
+    """One seed's statistics pass (and the calibration-forward timing), on a Ray worker."""
+    from .engine import prepare_statistics
+
+    return prepare_statistics(RunConfig.from_json(config_json))
+
+
+def _run_task(config_json: str, forward: float | None, attempts_file: str | None, threads: int | None) -> dict:
+    """One run on a Ray worker: its RunRecord as a dictionary."""
+    import torch
+
+    from .engine import run
+
+    if threads:
+        torch.set_num_threads(threads)
+    if attempts_file:
+        with open(attempts_file, "a") as f:
+            f.write("attempt\n")
+    record = run(RunConfig.from_json(config_json), measure_forward=False).record
+    record.calib_forward_seconds = forward
+    return record.to_dict() | {"status": "done"}
+
+
+def main(args) -> int:
+    configs = grid(args)
+    out = Path(args.out)
+    check_folder(out, configs)
+    todo = [c for c in configs if not done(out, c)]
+    print(f"[sweep] {len(configs)} runs, {len(configs) - len(todo)} already done, {len(todo)} to do", file=sys.stderr)
+    if todo:
+        execute(todo, out, args)
+    write_summary(out)
+    return 0
+
+
+def execute(todo: list[RunConfig], out: Path, args) -> None:
+    import os
+
+    cpus = args.cpus_per_run or os.cpu_count() or 1
+    ray = start_ray(args.address, None if args.address else os.cpu_count())
+    try:
+        options = {"num_cpus": cpus, "num_gpus": args.gpus_per_run, "max_retries": 1, "retry_exceptions": True}
+        stats_task = ray.remote(**options)(_statistics_task)
+        run_task = ray.remote(**options)(_run_task)
+        seeds = {c.seed: c for c in todo}
+        prepared = dict(zip(seeds, ray.get([stats_task.remote(c.replace(method="svd-llm", allocation="auto",
+                                                                        refine="off").to_json())
+                                            for c in seeds.values()])))
+        (out / "statistics.json").write_text(json.dumps({str(k): v for k, v in prepared.items()}, indent=1))
+        attempts = out / "attempts"
+        attempts.mkdir(exist_ok=True)
+        pending = {run_task.remote(c.to_json(), prepared[c.seed]["calib_forward_seconds"],
+                                   str(attempts / run_name(c)), cpus): c for c in todo}
+        _collect(ray, pending, out, attempts)
+    finally:
+        ray.shutdown()
+
+
+def _collect(ray, pending: dict, out: Path, attempts: Path) -> None:
+    total, finished, start = len(pending), 0, time.time()
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        config = pending.pop(ready[0])
+        name = run_name(config)
+        try:
+            row = ray.get(ready[0])
+            line = f"done  {name}: ppl {row.get('ppl_compressed', float('nan')):.2f}, {row['seconds']:.0f} s"
+        except Exception as err:  # noqa: BLE001 - a failed run is recorded, the others go on
+            tries = (attempts / name).read_text().count("attempt") if (attempts / name).exists() else None
+            row = {"status": "failed", "error": _cause(err), "attempts": tries, "config": config.to_dict(),
+                   "method": config.method}
+            line = f"FAILED {name}: {row['error']}"
+        (out / RESULTS / f"{name}.json").write_text(json.dumps(row, indent=1))
+        finished += 1
+        bar = "#" * int(30 * finished / total)
+        print(f"[sweep] {line}\n[sweep] [{bar:<30}] {finished}/{total}  {time.time() - start:.0f} s",
+              file=sys.stderr, flush=True)
+
+
+def _cause(err: Exception) -> str:
+    cause = getattr(err, "cause", None) or err
+    return " ".join(f"{type(cause).__name__}: {cause}".split())[:500]
+
+
+def write_summary(out: Path) -> list[dict]:
+    from .comparison import read_folder
+    from .plots import pareto_figure
+
+    rows = read_folder(out)
+    summary = aggregate(rows)
+    stats = json.loads((out / "statistics.json").read_text()) if (out / "statistics.json").exists() else {}
+    note = "" if not stats else "\n\nStatistics passes (one per seed, counted once): " + ", ".join(
+        f"seed {k}: {v['seconds']:.0f} s ({v['state']})" for k, v in stats.items())
+    (out / "summary.md").write_text(markdown(summary) + note + "\n")
+    (out / "summary.csv").write_text(csv_text(summary))
+    pareto_figure(summary, []).write_html(out / "pareto.html", include_plotlyjs=True)
+    failed = [r for r in rows if r.get("status") == "failed"]
+    print(f"[sweep] wrote {out / 'summary.md'}, summary.csv and pareto.html ({len(failed)} failed)", file=sys.stderr)
+    return summary
+
+
+__all__ = ["add_sweep_parser", "main", "grid", "run_name", "with_preset"]

@@ -1,0 +1,493 @@
+"""What the page does when a visitor acts: plain functions of (store, session, named inputs) that return
+{name: value} for the named outputs (layout.py turns names into components). No linear algebra here:
+the engine computes, the worker runs it, plots.py draws."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from .. import plots
+from ..allocation import ALLOCATIONS
+from ..comparison import ComparisonError, aggregate, read_folder, read_zip
+from ..config import with_preset
+from ..data import DataError, check_source, data_dir
+from ..engine import budget_summary, export, resolve_evaluation, run as run_engine, zero_shot as engine_zero_shot
+from ..errors import ConfigError, ModelLoadError
+from ..evaluation import available_tasks
+from ..generation import side_by_side
+from ..layout import count_parameters, find_layout, meta_model
+from ..loading import EMBEDDED, hub_reachable, read_config
+from ..methods import REGISTRY
+from ..pipeline import Cancelled
+from ..worker import Busy
+from . import texts
+from .state import Store
+
+LIVE = "live"                       # the run box's value while a run is in progress
+TICK = 0.5                          # seconds between two updates of a followed job
+PROBLEMS = (ConfigError, ModelLoadError, DataError, ValueError, Busy)
+
+
+class Skip:
+    """Marks an output left as it is (layout.py turns it into gr.skip())."""
+
+
+SKIP = Skip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the page's controls
+# ---------------------------------------------------------------------------------------------
+
+def option_key(kind: str, owner: str, option: str) -> str:
+    """The input name of an option control, e.g. opt__saes_svd__beta or fix__saes_svd__beta."""
+    return f"{kind}__{owner.replace('-', '_')}__{option}"
+
+
+def chosen_options(registry, owner: str, values: dict) -> dict:
+    """The options of `owner` as the page holds them; an option whose 'fix' box is unticked is left unset."""
+    out = {}
+    for option in registry[owner].options:
+        if option.unset is not None and not values.get(option_key("fix", owner, option.name)):
+            continue
+        value = values.get(option_key("opt", owner, option.name))
+        if value is not None and value != "":
+            out[option.name] = value
+    return out
+
+
+def page_config(store: Store, v: dict):
+    """The validated RunConfig the page describes; raises ConfigError naming the control."""
+    limits = store.limits
+    limits.check_values(calib_samples=v["calib_samples"], seq_len=v["seq_len"], eval_windows=v["eval_windows"],
+                        refine_steps=v["refine_steps"], refine_batch=v["refine_batch"])
+    source = (v["model"] or "").strip()
+    limits.check_model(source)
+    allocation = v["allocation"] or "auto"
+    calib = v["calib_file"] or v["calib"]
+    windows = int(v["eval_windows"] or 0)
+    config = with_preset(
+        "demo", model=source, method=v["method"], ratio=_ratio(v["ratio"]),
+        options=chosen_options(REGISTRY, v["method"], v), allocation=allocation,
+        allocation_options={} if allocation == "auto" else chosen_options(ALLOCATIONS, allocation, v),
+        refine=v["refine"], refine_steps=int(v["refine_steps"]), refine_lr=float(v["refine_lr"]),
+        refine_batch=int(v["refine_batch"]), calib=calib, calib_samples=int(v["calib_samples"]),
+        seq_len=int(v["seq_len"]), eval_source="auto" if windows else "none", eval_windows=windows,
+        stats_cache="off" if limits.public else None)
+    return config.validate()
+
+
+def _ratio(value) -> float:
+    if value is None or value != value:
+        raise ConfigError("type a ratio between 0 and 1 (the share of the projections' parameters removed)")
+    if not 0 < float(value) < 1:
+        raise ConfigError(f"the ratio must be strictly between 0 and 1 (the share of parameters removed); "
+                          f"{float(value):g} is not")
+    return float(value)
+
+
+def message(err: Exception) -> str:
+    """One line for the page, never a traceback."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Before anything runs
+# ---------------------------------------------------------------------------------------------
+
+def layout_of(store: Store, source: str):
+    """(layout, parameter count) of a model: from memory when loaded, else from its config (no weights)."""
+    cached = store.models.peek(source)
+    if cached is not None:
+        return find_layout(cached.model), count_parameters(cached.model)
+    meta = meta_model(read_config(source, token=store.limits.token))
+    return find_layout(meta), count_parameters(meta)
+
+
+def budget(store: Store, session: str, **v) -> dict:
+    """The budget table and the messages beside the model and ratio fields."""
+    out = {"budget": "", "ratio_message": "", "model_message": ""}
+    try:
+        ratio = _ratio(v["ratio"])
+    except ConfigError as err:
+        return out | {"ratio_message": f"⚠️ {message(err)}", "budget": "Type a ratio to see the budget."}
+    try:
+        store.limits.check_model(v["model"])
+        layout, total = layout_of(store, (v["model"] or "").strip())
+        method = REGISTRY[v["method"]](**chosen_options(REGISTRY, v["method"], v))
+        allocation = v["allocation"] or "auto"
+        allocation = ALLOCATIONS[method.default_allocation[0] if allocation == "auto" else allocation](
+            **(method.default_allocation[1] if allocation == "auto" else chosen_options(ALLOCATIONS, allocation, v)))
+        summary = budget_summary(layout, total, ratio, method, allocation)
+    except PROBLEMS as err:
+        field = "ratio_message" if "ratio" in message(err) or "rank" in message(err) else "model_message"
+        return out | {field: f"⚠️ {message(err)}", "budget": "The budget appears once the model and ratio are valid."}
+    return out | {"budget": texts.budget_markdown(summary, v["method"])}
+
+
+def method_changed(store: Store, session: str, method: str, allocation: str) -> dict:
+    return {"method_info": texts.method_markdown(method), "allocation_info": texts.allocation_markdown(
+        allocation or "auto", method)} | {f"group__{name}": _visible(name == method) for name in REGISTRY}
+
+
+def allocation_changed(store: Store, session: str, method: str, allocation: str) -> dict:
+    return {"allocation_info": texts.allocation_markdown(allocation or "auto", method)} | \
+        {f"agroup__{name}": _visible(name == allocation) for name in ALLOCATIONS}
+
+
+def _visible(flag: bool) -> dict:
+    return {"__type__": "update", "visible": flag}
+
+
+def upload_checked(store: Store, session: str, calib_file) -> dict:
+    """Say at once what is wrong with an uploaded calibration file (by its own name, never the server's path)."""
+    if not calib_file:
+        return {"calib_file_message": ""}
+    name = Path(calib_file).name
+    try:
+        check_source(calib_file, "train")
+    except DataError as err:
+        return {"calib_file_message": f"⚠️ {message(err)}"}
+    return {"calib_file_message": f"✓ {name} ({texts.size(Path(calib_file).stat().st_size)}) will be the "
+                                  f"calibration text."}
+
+
+def calibration_choices() -> list[tuple[str, str]]:
+    choices = []
+    if data_dir() is not None:
+        choices.append(("Wikipedia paragraphs (BoolQ passages, offline)", "boolq"))
+    if hub_reachable():
+        choices.append(("WikiText-2 train (Hugging Face hub)", "wikitext2"))
+    choices.append(("Text sampled from the model itself (data-free)", "self"))
+    return choices
+
+
+def evaluation_label() -> str:
+    """The evaluation slider says which text will really be used (decided before the run)."""
+    source = resolve_evaluation("auto")
+    if source == "wikitext2":
+        where = "hub" if hub_reachable() else "local copy"
+        return f"evaluation windows: WikiText-2 test ({where}); 0 = none"
+    return "evaluation windows: text sampled from the model (WikiText-2 is not available here); 0 = none"
+
+
+def task_choices(store: Store) -> tuple[list[str], str]:
+    """The zero-shot tasks that can run here, and a sentence saying why the others cannot."""
+    tasks = available_tasks()
+    if not tasks:
+        return [], ("No zero-shot task can run here: their files are not on this machine and the Hugging Face hub "
+                    "is not reachable.")
+    missing = [t for t in ["piqa", "arc_easy", "arc_challenge", "boolq", "openbookqa", "winogrande",
+                           "lambada_openai", "hellaswag"] if t not in tasks]
+    note = f"Tasks offered: those whose data is here ({', '.join(sorted(set(tasks.values())))})."
+    if missing:
+        note += f" Not available: {', '.join(missing)} (no local file and no hub)."
+    return list(tasks), note
+
+
+# ---------------------------------------------------------------------------------------------
+# Following a job: the one loop every long action uses
+# ---------------------------------------------------------------------------------------------
+
+def follow(store: Store, job, render):
+    """Yield render(job) every TICK seconds until the job ends, then once more. If the visitor goes away
+    (the generator is closed), the job is stopped."""
+    try:
+        while not job.done:
+            yield render(job)
+            time.sleep(TICK)
+        yield render(job)
+    except GeneratorExit:
+        store.jobs.cancel(job, "the page was closed")
+        raise
+
+
+def ended(job) -> str | None:
+    """The status line of a job that did not finish, or None when it did."""
+    if job.status == "cancelled":
+        return f"Stopped ({job.stop_reason or 'you pressed Stop'}) after {job.elapsed:.0f} s. Nothing was kept; " \
+               f"the app is ready for another run."
+    if job.status == "failed":
+        return f"Error: {job.error}"
+    return None
+
+
+def stop(store: Store, session: str) -> dict:
+    job = store.jobs.active(session)
+    if job is None:
+        return {"status": "Nothing is running."}
+    store.jobs.cancel(job)
+    return {"status": "Stopping… (the job ends at its next step, within seconds)"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Compression
+# ---------------------------------------------------------------------------------------------
+
+def load_interruptibly(store: Store, source: str, job):
+    """The original model, loading in a helper thread so that Stop ends the job at once; an abandoned load
+    still lands in the model cache for the next visitor."""
+    job.emit("status", f"loading {source}")
+    holder: dict = {}
+
+    def load():
+        try:
+            holder["model"] = store.models.get(source, store.limits.token)
+        except Exception as err:  # noqa: BLE001 - re-raised in the job
+            holder["error"] = err
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        if job.cancel.is_set():
+            raise Cancelled("stopped while loading")
+        thread.join(0.2)
+    if "error" in holder:
+        raise holder["error"]
+    return holder["model"]
+
+
+def compress_work(store: Store, config):
+    def work(job):
+        lm = load_interruptibly(store, config.model, job)
+        outcome = run_engine(config, loaded=lm, emit=job.emit, cancel=job.cancel, keep_model=True,
+                             measure_forward=False)
+        return outcome.record, outcome.model, lm.tokenizer
+    return work
+
+
+def partial_result(job, method: str) -> dict:
+    """The figures' input built from the events a running job has emitted so far."""
+    layers = [d for _, k, d in job.events_since(0) if k == "projection"]
+    blocks = [d for _, k, d in job.events_since(0) if k == "block"]
+    return {"method": method, "layers": layers, "blocks": blocks,
+            "depth_error": [{"block": b["block"], "rel_error": b["rel_error"],
+                             "cosine_distance": b["cosine_distance"]} for b in blocks]}
+
+
+def compress(store: Store, session: str, **v):
+    """Validate, queue, follow (with live figures), then show the finished run."""
+    try:
+        config = page_config(store, v)
+        job = store.jobs.submit(session, "compress", compress_work(store, config))
+    except PROBLEMS as err:
+        field = "ratio_message" if "ratio" in message(err) else "model_message" if "model" in message(err) else None
+        yield {"status": f"Error: {message(err)}"} | ({field: f"⚠️ {message(err)}"} if field else {})
+        return
+    label = store.next_label(session, config.label())
+    live = _run_choices(store, session) + [(f"{label} (running)", LIVE)]
+    yield {"status": texts.job_status(job, store.jobs.position(job), None), "ratio_message": "",
+           "model_message": "", "run_box": {"__type__": "update", "choices": live, "value": LIVE}}
+    total = None
+    for job in follow(store, job, lambda j: j):
+        total = total or _total_projections(job)
+        yield _live_view(store, session, job, config, total, v)
+    yield _finish(store, session, job, config, label)
+
+
+def _total_projections(job) -> int | None:
+    start = next((data for _, kind, data in job.events_since(0) if kind == "start"), None)
+    return len(start["plan"]) if start else None
+
+
+def _live_view(store: Store, session: str, job, config, total, v) -> dict:
+    out = {"status": texts.job_status(job, store.jobs.position(job), total)}
+    partial = partial_result(job, config.method)
+    if partial["layers"]:
+        last = partial["layers"][-1]
+        others = [(x.label, x.result) for x in store.session_runs(session)][-4:]
+        out |= {"spectrum_plot": plots.spectrum_figure(partial, last["block"], last["kind"]),
+                "depth_plot": plots.depth_figure(others + [("this run", partial)], v.get("depth_metric") or "rel_error"),
+                "heatmap_plot": plots.error_heatmap(partial)}
+    return out
+
+
+def _finish(store: Store, session: str, job, config, label: str) -> dict:
+    problem = ended(job)
+    store.jobs.discard(job)
+    if problem is not None:
+        latest = store.get(session, None)
+        return {"status": problem, "run_box": {"__type__": "update", "choices": _run_choices(store, session),
+                                               "value": latest.id if latest else None}}
+    record, model, tokenizer = job.result
+    result = record.to_dict()
+    run = store.add(session, label, config.model, result, model, tokenizer, record)
+    done = f"Done in {job.elapsed:.0f} s."
+    if result.get("ppl_compressed") is not None:
+        done += f" Perplexity {result['ppl_original']:.1f} → {result['ppl_compressed']:.1f}."
+    return {"status": done, "run_box": {"__type__": "update", "choices": _run_choices(store, session),
+                                        "value": run.id}}
+
+
+def _run_choices(store: Store, session: str) -> list[tuple[str, str]]:
+    return [(r.label, r.id) for r in store.session_runs(session)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures of a run
+# ---------------------------------------------------------------------------------------------
+
+def run_selected(store: Store, session: str, run_box) -> dict:
+    """The block slider and projection list for the run shown (hidden while there is no run)."""
+    run = store.get(session, run_box) if run_box != LIVE else None
+    if run is None or not run.result.get("layers"):
+        return {"block_box": {"__type__": "update", "visible": False},
+                "kind_box": {"__type__": "update", "visible": False}}
+    blocks = sorted({layer["block"] for layer in run.result["layers"]})
+    names = plots.kinds(run.result)
+    return {"block_box": {"__type__": "update", "visible": True, "minimum": blocks[0],
+                          "maximum": max(blocks[-1], blocks[0] + 1), "value": blocks[0]},
+            "kind_box": {"__type__": "update", "visible": True, "choices": names, "value": names[0]}}
+
+
+def show(store: Store, session: str, run_box, block_box, kind_box, depth_metric, compare_metric) -> dict:
+    """Every figure of the run shown, and the comparison of the session's runs."""
+    runs = store.session_runs(session)
+    run = store.get(session, run_box) if run_box != LIVE else None
+    compare = {"compare_plot": _comparison(store, session, runs, compare_metric),
+               "history": texts.history_rows(runs)}
+    if run is None:
+        blank = plots.empty("run a compression")
+        return compare | {name: blank for name in ("spectrum_plot", "depth_plot", "heatmap_plot", "rank_plot",
+                                                  "aces_plot", "aces_depth_plot", "refine_plot")} | \
+            {"metrics": "Run a compression: its figures appear here."}
+    r = run.result
+    block = int(block_box or 0)
+    kind = kind_box or (plots.kinds(r) or [None])[0]
+    others = [(x.label, x.result) for x in runs if x.id != run.id][-4:]
+    return compare | {
+        "metrics": texts.metrics_markdown(run.label, r), "spectrum_plot": plots.spectrum_figure(r, block, kind),
+        "depth_plot": plots.depth_figure(others + [(run.label, r)], depth_metric or "rel_error"),
+        "heatmap_plot": plots.error_heatmap(r), "rank_plot": plots.rank_depth_figure(others + [(run.label, r)]),
+        "aces_plot": plots.aces_figure(r, block, kind), "aces_depth_plot": plots.aces_depth_figure(r),
+        "refine_plot": plots.refine_figure(r, block)}
+
+
+def _comparison(store: Store, session: str, runs, metric):
+    rows = [x.result for x in runs]
+    sweep = store.sweeps.get(session)
+    if sweep and metric == "ppl_compressed":
+        return plots.pareto_figure(aggregate(sweep), rows)
+    return plots.comparison_figure(rows, metric or "ppl_compressed")
+
+
+def open_sweep(store: Store, session: str, sweep_folder, sweep_zip, compare_metric) -> dict:
+    """Add a sweep (a folder on this machine, or an uploaded zip) to the comparison."""
+    try:
+        if sweep_zip:
+            rows = read_zip(sweep_zip)
+        elif sweep_folder and not store.limits.public:
+            rows = read_folder(Path(sweep_folder).expanduser())
+        else:
+            raise ComparisonError("upload a zip of a sweep folder" + ("" if store.limits.public else
+                                                                     " or type the folder's path"))
+    except (ComparisonError, OSError) as err:
+        return {"sweep_message": f"⚠️ {message(err)}"}
+    done = [r for r in rows if r.get("status", "done") == "done"]
+    store.sweeps[session] = done
+    runs = store.session_runs(session)
+    return {"sweep_message": f"✓ {len(done)} finished runs in {len(aggregate(done))} configurations.",
+            "compare_plot": _comparison(store, session, runs, "ppl_compressed"), "compare_metric": "ppl_compressed"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Side by side, zero-shot, download
+# ---------------------------------------------------------------------------------------------
+
+def generate(store: Store, session: str, run_box, prompt, new_tokens, temperature):
+    run = store.get(session, run_box) if run_box != LIVE else None
+    if run is None or run.model is None:
+        why = "run a compression first" if run is None else \
+            "this run's compressed model was released to save memory (figures stay): run it again"
+        yield {"original_out": f"({why})", "compressed_out": f"({why})"}
+        return
+    try:
+        store.limits.check_values(new_tokens=new_tokens)
+        original = store.models.get(run.source, store.limits.token)
+        yield {"original_out": "(generating…)", "compressed_out": "(generating…)"}
+        texts_seen = ["", ""]
+        for texts_seen in side_by_side([original.model, run.model], run.tokenizer, prompt or "", int(new_tokens),
+                                       float(temperature or 0)):
+            yield {"original_out": texts_seen[0], "compressed_out": texts_seen[1] or "(nothing yet…)"}
+        yield {"original_out": texts_seen[0] or "(the model stopped at once: it emitted an end token)",
+               "compressed_out": texts_seen[1] or "(the model stopped at once: it emitted an end token)"}
+    except PROBLEMS as err:
+        yield {"original_out": f"Error: {message(err)}", "compressed_out": f"Error: {message(err)}"}
+
+
+def zero_shot(store: Store, session: str, run_box, tasks, limit):
+    run = store.get(session, run_box) if run_box != LIVE else None
+    if run is None or run.model is None:
+        yield {"zero_status": "Run a compression first (one whose model is still in memory)."}
+        return
+    try:
+        store.limits.check_values(zero_shot_limit=limit)
+        allowed, _ = task_choices(store)
+        chosen = [t for t in (tasks or []) if t in allowed]
+        if not chosen:
+            raise ConfigError("choose at least one of the tasks offered")
+        job = store.jobs.submit(session, "zero-shot", _zero_shot_work(store, run, chosen, int(limit)))
+    except PROBLEMS as err:
+        yield {"zero_status": f"Error: {message(err)}"}
+        return
+    for job in follow(store, job, lambda j: j):
+        yield {"zero_status": texts.job_status(job, store.jobs.position(job), None)}
+    problem = ended(job)
+    store.jobs.discard(job)
+    if problem is not None:
+        yield {"zero_status": problem}
+        return
+    scores = job.result
+    rows = [[t] + [texts.accuracy(scores[m].get(t)) for m in ("original", "compressed")] for t in chosen]
+    note = " BoolQ was scored after calibrating on BoolQ passages." if "boolq" in chosen and \
+        run.result.get("calibration", {}).get("source") in ("boolq", "auto") else ""
+    yield {"zero_status": f"Done: {len(chosen)} task(s), {int(limit)} examples each, {job.elapsed:.0f} s.{note}",
+           "zero_table": rows, "zero_plot": plots.zero_shot_figure(scores)}
+
+
+def _zero_shot_work(store: Store, run, tasks: list[str], limit: int):
+    def work(job):
+        original = load_interruptibly(store, run.source, job)
+        lm = type(original)(original.model, run.tokenizer, original.source, original.description)
+        from ..pipeline import cancel_check
+
+        return engine_zero_shot(lm, run.model, tasks, limit, None, job.emit, cancel_check(job.cancel))
+    return work
+
+
+def prepare_download(store: Store, session: str, run_box) -> dict:
+    """Write the run's folder as a zip once (reused until it expires) and its JSON; say how big they are."""
+    run = store.get(session, run_box) if run_box != LIVE else None
+    if run is None:
+        return {"download_info": "Run a compression first."}
+    folder, ready = store.download_folder(run)
+    result_path = folder / f"run-{run.id}.json"
+    if not ready:
+        result_path.write_text(json.dumps(run.result, indent=1))
+    if run.model is None:
+        return {"download_info": "This run's compressed model was released to save memory: only its JSON result "
+                                 "is available.", "json_file": str(result_path), "model_file": None}
+    archive = folder / f"compressed-{run.id}.zip"
+    if not archive.exists():
+        export(run.record, run.model, run.tokenizer, folder / "model")
+        shutil.make_archive(str(archive.with_suffix("")), "zip", folder / "model")
+        shutil.rmtree(folder / "model")
+    return {"download_info": _sizes(store, run, archive.stat().st_size), "model_file": str(archive),
+            "json_file": str(result_path)}
+
+
+def _sizes(store: Store, run, download_bytes: int) -> str:
+    original = run.result.get("original_bytes")
+    if original is None and run.source in EMBEDDED:
+        original = store.models.peek(run.source).file_bytes if store.models.peek(run.source) else None
+    line = f"Download: **{texts.size(download_bytes)}** (zip of bfloat16 factors)"
+    if original:
+        line += f"; the original model's file: **{texts.size(original)}**."
+    return line + f" {texts.EXPLAIN['sizes']}"
+
+
+def unload(store: Store, session: str) -> None:
+    store.drop_session(session)

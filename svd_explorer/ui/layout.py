@@ -1,0 +1,344 @@
+"""The page and its wiring. Components are registered under names; callbacks (callbacks.py) take named
+inputs and return {name: value}, and `Page.on` turns both into Gradio's keyword inputs and component
+outputs, so nothing is ever matched by position."""
+from __future__ import annotations
+
+import inspect
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from .. import plots
+from ..allocation import ALLOCATIONS
+from ..config import DEFAULT_MODEL
+from ..devices import resolve_device
+from ..generation import EXAMPLES
+from ..loading import EMBEDDED
+from ..methods import REGISTRY
+from . import callbacks as cb
+from . import texts
+from .limits import Limits
+from .state import Store
+
+CSS = """
+#status {min-height: 2.6em}
+#budget table {width: 100%; font-size: 0.9em} #budget td, #budget th {white-space: nowrap; padding: 2px 8px}
+.tab-wrapper button, .tabs button {white-space: nowrap}
+"""
+
+
+class Page:
+    """Named components, and events wired by name."""
+
+    def __init__(self, store: Store):
+        self.store, self.c = store, {}
+
+    def __getitem__(self, name):
+        return self.c[name]
+
+    def add(self, name: str, component):
+        self.c[name] = component
+        return component
+
+    def on(self, trigger, fn, inputs: list[str], outputs: list[str], **kwargs):
+        """Wire `fn(store, session, **named inputs) -> {name: value}` (or a generator of such) to `trigger`."""
+        handler = self._generator(fn, outputs) if inspect.isgeneratorfunction(fn) else self._plain(fn, outputs)
+        handler.__signature__ = inspect.Signature(
+            [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)] +
+            [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in inputs])
+        handler.__annotations__ = {"request": gr.Request}
+        return trigger(handler, inputs_kwargs={n: self.c[n] for n in inputs}, outputs=[self.c[n] for n in outputs],
+                       **kwargs)
+
+    def _convert(self, result: dict, outputs: list[str]) -> dict:
+        out = {}
+        for name, value in result.items():
+            if name in outputs:
+                out[self.c[name]] = gr.skip() if value is cb.SKIP else \
+                    gr.update(**{k: v for k, v in value.items() if k != "__type__"}) \
+                    if isinstance(value, dict) and value.get("__type__") == "update" else value
+        return out
+
+    def _plain(self, fn, outputs):
+        def handler(request: gr.Request, **values):
+            return self._convert(fn(self.store, request.session_hash, **values), outputs)
+        return handler
+
+    def _generator(self, fn, outputs):
+        def handler(request: gr.Request, **values):
+            for result in fn(self.store, request.session_hash, **values):
+                yield self._convert(result, outputs)
+        return handler
+
+
+def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, defaults: dict | None = None,
+               limits: Limits | None = None) -> gr.Blocks:
+    """The whole app. `defaults` overrides the calibration/evaluation sizes (tests use tiny ones)."""
+    limits = limits or Limits.from_env()
+    d = {"calib_samples": 16, "seq_len": 256, "eval_windows": 8, **(defaults or {})}
+    downloads = Path(tempfile.gettempdir()) / "gradio" / "svd-explorer-downloads"
+    store = Store(default_model, limits, downloads, preload)
+    with gr.Blocks(title="SVD Explorer", delete_cache=(300, limits.download_seconds)) as demo:
+        page = Page(store)
+        _header(page, default_model)
+        _options(page, d, limits)
+        _tabs(page, limits)
+        _wire(page, demo)
+    demo.store, demo.limits = store, limits
+    return demo
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout
+# ---------------------------------------------------------------------------------------------
+
+def _header(page: Page, default_model: str) -> None:
+    limits = page.store.limits
+    models = [(f"{k} (embedded)", k) for k in EMBEDDED] + [(m, m) for m in (
+        [default_model] if default_model not in EMBEDDED else []) + [m for m in limits.models if m not in EMBEDDED
+                                                                   and m != default_model and limits.public]]
+    device = resolve_device("auto")
+    gr.Markdown("# SVD Explorer\nLow-rank (SVD-based) compression of causal language models: pick a model, a method, "
+                "an allocation and a budget; watch the compression block by block; then compare the runs and talk "
+                f"to the result. <small>Computing on **{device}**"
+                f"{' · public Space: limits apply' if limits.public else ''}.</small>")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5, min_width=520):
+            with gr.Row():
+                page.add("model", gr.Dropdown(models, value=default_model, allow_custom_value=not limits.public,
+                                              label="Model", scale=3, info="embedded SmolLM2-135M" + (
+                                                  "" if limits.public else ", a Hugging Face id or a local folder")))
+                page.add("ratio", gr.Number(0.2, label="Ratio: share of parameters removed", step=0.05, scale=2,
+                                            elem_id="ratio"))
+            page.add("model_message", gr.Markdown(elem_id="model-message"))
+            page.add("ratio_message", gr.Markdown(elem_id="ratio-message"))
+            with gr.Row():
+                page.add("method", gr.Dropdown([(c.title, n) for n, c in REGISTRY.items()], value="svd-llm",
+                                               label="Method", scale=3))
+                page.add("allocation", gr.Dropdown([("auto (the method's own)", "auto")] +
+                                                   [(c.title, n) for n, c in ALLOCATIONS.items()], value="auto",
+                                                   label="Allocation: where the rank goes", scale=2))
+            page.add("method_info", gr.Markdown(texts.method_markdown("svd-llm")))
+            page.add("allocation_info", gr.Markdown(texts.allocation_markdown("auto", "svd-llm")))
+            with gr.Row():
+                page.add("compress", gr.Button("Compress", variant="primary", elem_id="compress"))
+                page.add("stop", gr.Button("Stop", variant="stop", elem_id="stop"))
+        with gr.Column(scale=4, min_width=420):
+            page.add("status", gr.Markdown("Ready.", elem_id="status"))
+            page.add("budget", gr.Markdown(elem_id="budget"))
+
+
+def _options(page: Page, d: dict, limits: Limits) -> None:
+    with gr.Row(equal_height=False):
+        with gr.Accordion("Calibration and evaluation", open=False, elem_id="acc-calibration"):
+            choices = cb.calibration_choices()
+            page.add("calib", gr.Dropdown(choices, value=choices[0][1], label="Calibration text"))
+            page.add("calib_file", gr.File(label="…or your own text (.txt, .raw, .jsonl with 'text', .parquet)",
+                                           file_types=[".txt", ".raw", ".jsonl", ".parquet"], type="filepath"))
+            page.add("calib_file_message", gr.Markdown())
+            page.add("calib_samples", gr.Slider(2, limits.calib_samples, value=d["calib_samples"], step=2,
+                                                label="calibration windows"))
+            page.add("seq_len", gr.Slider(16, limits.seq_len, value=d["seq_len"], step=16, label="tokens per window"))
+            page.add("eval_windows", gr.Slider(0, limits.eval_windows, value=d["eval_windows"], step=1,
+                                               label=cb.evaluation_label()))
+        with gr.Accordion("Method options", open=False, elem_id="acc-method"):
+            for name, cls in REGISTRY.items():
+                with gr.Group(visible=name == "svd-llm") as group:
+                    for option in cls.options:
+                        _option_controls(page, "opt", name, option)
+                page.add(f"group__{name}", group)
+        with gr.Accordion("Allocation options and refinement", open=False, elem_id="acc-allocation"):
+            for name, cls in ALLOCATIONS.items():
+                with gr.Group(visible=False) as group:
+                    for option in cls.options:
+                        _option_controls(page, "opt", name, option)
+                page.add(f"agroup__{name}", group)
+            page.add("refine", gr.Radio(["auto", "on", "off"], value="auto", label="block refinement (auto: on for "
+                                                                                   "aa-svd only)"))
+            with gr.Row():
+                page.add("refine_steps", gr.Slider(0, limits.refine_steps, value=100, step=10, label="steps per block"))
+                page.add("refine_batch", gr.Slider(1, limits.refine_batch, value=1, step=1, label="windows per step"))
+                page.add("refine_lr", gr.Number(3e-4, label="learning rate", minimum=1e-6, maximum=1e-1))
+        with gr.Accordion("What the budget means", open=False, elem_id="acc-budget"):
+            gr.Markdown(texts.EXPLAIN["budget"])
+
+
+def _option_controls(page: Page, kind: str, owner: str, option) -> None:
+    """One option's controls; an option whose unset value means 'chosen automatically' gets a 'fix' box that
+    enables its field, so an untouched page never sends a value for it."""
+    label = option.name.replace("_", " ")
+    key = cb.option_key(kind, owner, option.name)
+    if option.unset is not None:
+        fix = page.add(cb.option_key("fix", owner, option.name),
+                       gr.Checkbox(False, label=f"fix {label}", info=f"unticked: {option.unset}"))
+        low, high = option.bounds or (None, None)
+        field = page.add(key, gr.Number(None, label=label, info=option.help, interactive=False, minimum=low,
+                                        maximum=high))
+        middle = (low + high) / 2 if option.bounds else option.default
+        fix.change(lambda on: gr.update(interactive=on, value=middle if on else None), fix, field, api_name=False,
+                   queue=False)
+    elif option.choices and set(option.choices) == {True, False}:
+        page.add(key, gr.Checkbox(option.default, label=label, info=option.help))
+    elif option.choices:
+        page.add(key, gr.Dropdown(list(option.choices), value=option.default, label=label, info=option.help))
+    elif isinstance(option.default, str):
+        page.add(key, gr.Textbox(option.default, label=label, info=option.help, max_length=200))
+    else:
+        low, high = option.bounds or (None, None)
+        page.add(key, gr.Number(option.default, label=label, info=option.help, minimum=low, maximum=high,
+                                precision=0 if option.type is int else None))
+
+
+def _tabs(page: Page, limits: Limits) -> None:
+    page.add("run_box", gr.Dropdown(choices=[], label="Run shown", interactive=True, elem_id="run-box"))
+    with gr.Tabs():
+        with gr.Tab("Run"):
+            page.add("metrics", gr.Markdown("Run a compression: its figures appear here."))
+            with gr.Row():
+                page.add("block_box", gr.Slider(0, 1, value=0, step=1, label="block", visible=False))
+                page.add("kind_box", gr.Dropdown(choices=[], label="projection", visible=False))
+        with gr.Tab("Spectra"):
+            gr.Markdown(texts.EXPLAIN["spectra"])
+            page.add("spectrum_plot", gr.Plot(plots.empty("the spectra appear as soon as a projection is done"),
+                                              elem_id="spectrum"))
+        with gr.Tab("Depth error"):
+            gr.Markdown(texts.EXPLAIN["depth"])
+            page.add("depth_metric", gr.Radio([("relative L2", "rel_error"), ("cosine distance", "cosine_distance")],
+                                              value="rel_error", label="measure"))
+            page.add("depth_plot", gr.Plot(plots.empty("run a compression"), elem_id="depth"))
+            gr.Markdown(texts.EXPLAIN["heatmap"])
+            page.add("heatmap_plot", gr.Plot(plots.empty("run a compression")))
+        with gr.Tab("Ranks"):
+            gr.Markdown(texts.EXPLAIN["ranks"])
+            page.add("rank_plot", gr.Plot(plots.empty("run a compression"), elem_id="ranks"))
+        with gr.Tab("ACES search"):
+            gr.Markdown(texts.EXPLAIN["aces"])
+            page.add("aces_plot", gr.Plot(plots.empty("run saes-svd"), elem_id="aces"))
+            page.add("aces_depth_plot", gr.Plot(plots.empty("run saes-svd")))
+        with gr.Tab("Refinement"):
+            gr.Markdown(texts.EXPLAIN["refine"])
+            page.add("refine_plot", gr.Plot(plots.empty("run aa-svd, or any method with refinement on")))
+        _compare_tab(page, limits)
+        _generate_tab(page, limits)
+        _zero_shot_tab(page, limits)
+        with gr.Tab("Download"):
+            gr.Markdown(texts.EXPLAIN["download"])
+            page.add("export", gr.Button("Prepare the download", elem_id="export"))
+            page.add("download_info", gr.Markdown())
+            page.add("model_file", gr.File(label="compressed model (.zip)"))
+            page.add("json_file", gr.File(label="run result (.json)"))
+
+
+def _compare_tab(page: Page, limits: Limits) -> None:
+    with gr.Tab("Compare runs"):
+        gr.Markdown(texts.EXPLAIN["compare"])
+        page.add("compare_metric", gr.Radio([("perplexity", "ppl_compressed"), ("KL", "kl_to_original"),
+                                             ("top-1 agreement", "top1_agreement")], value="ppl_compressed",
+                                            label="quality"))
+        page.add("compare_plot", gr.Plot(plots.empty("runs appear here"), elem_id="compare"))
+        page.add("history", gr.Dataframe(headers=["run", "allocation", "ratio", "kept", "ppl", "KL", "top-1",
+                                                  "seconds"], interactive=False))
+        with gr.Row():
+            page.add("sweep_folder", gr.Textbox(label="sweep folder on this machine", visible=not limits.public,
+                                                max_length=500))
+            page.add("sweep_zip", gr.File(label="…or a zip of a sweep folder (JSON results)", file_types=[".zip"],
+                                          type="filepath"))
+        page.add("open_sweep", gr.Button("Add the sweep to the comparison"))
+        page.add("sweep_message", gr.Markdown())
+
+
+def _generate_tab(page: Page, limits: Limits) -> None:
+    with gr.Tab("Side by side"):
+        gr.Markdown(texts.EXPLAIN["generate"] + " " + GENERATION_HINT)
+        page.add("prompt", gr.Textbox(value=EXAMPLES[0], label="prompt", lines=2, max_length=2000))
+        gr.Examples(EXAMPLES, inputs=page["prompt"])
+        with gr.Row():
+            page.add("new_tokens", gr.Slider(8, limits.new_tokens, value=64, step=8, label="new tokens"))
+            page.add("temperature", gr.Slider(0, 1.5, value=0, step=0.1, label="temperature"))
+        page.add("generate", gr.Button("Generate with both models", elem_id="generate"))
+        with gr.Row():
+            page.add("original_out", gr.Textbox(label="original", lines=8))
+            page.add("compressed_out", gr.Textbox(label="compressed", lines=8))
+
+
+GENERATION_HINT = ("**Try ratio 0.1 first**: at 20% every method's SmolLM2 answers are broken, while at 10% "
+                   "they degrade by degrees from method to method.")
+
+
+def _zero_shot_tab(page: Page, limits: Limits) -> None:
+    with gr.Tab("Zero-shot"):
+        gr.Markdown(texts.EXPLAIN["zero_shot"])
+        tasks, note = cb.task_choices(page.store)
+        gr.Markdown(note)
+        page.add("tasks", gr.CheckboxGroup(tasks, value=[t for t in ("piqa", "arc_easy") if t in tasks],
+                                           label="tasks that can run here"))
+        page.add("limit", gr.Slider(10, limits.zero_shot_limit, value=50, step=10, label="examples per task"))
+        page.add("zero_shot", gr.Button("Evaluate original and compressed", interactive=bool(tasks)))
+        page.add("zero_status", gr.Markdown())
+        page.add("zero_table", gr.Dataframe(headers=["task", "original", "compressed"], interactive=False))
+        page.add("zero_plot", gr.Plot(plots.empty("run the tasks")))
+
+
+# ---------------------------------------------------------------------------------------------
+# Wiring
+# ---------------------------------------------------------------------------------------------
+
+def _option_names(page: Page) -> list[str]:
+    return [n for n in page.c if n.startswith(("opt__", "fix__"))]
+
+
+# Output names of the public endpoints (what gradio_client gets back, in this order).
+BUDGET = ["budget", "ratio_message", "model_message"]
+COMPRESS = ["status", "ratio_message", "model_message", "run_box", "spectrum_plot", "depth_plot", "heatmap_plot"]
+FIGURES = ["metrics", "spectrum_plot", "depth_plot", "heatmap_plot", "rank_plot", "aces_plot", "aces_depth_plot",
+           "refine_plot", "compare_plot", "history"]
+SHOW = ["run_box", "block_box", "kind_box", "depth_metric", "compare_metric"]
+DOWNLOAD = ["download_info", "model_file", "json_file"]
+ZERO_SHOT = ["zero_status", "zero_table", "zero_plot"]
+
+
+def _wire(page: Page, demo: gr.Blocks) -> None:
+    run_inputs = ["model", "method", "allocation", "ratio"] + _option_names(page)
+    compress_inputs = run_inputs + ["calib", "calib_file", "calib_samples", "seq_len", "eval_windows", "refine",
+                                    "refine_steps", "refine_lr", "refine_batch", "depth_metric"]
+    show_inputs, figures, budget_out = SHOW, FIGURES, BUDGET
+    for trigger in ("model", "method", "allocation", "ratio"):
+        page.on(page[trigger].change, cb.budget, run_inputs, budget_out, api_name=False)
+    page.on(demo.load, cb.budget, run_inputs, budget_out, api_name="budget")
+
+    def closed(request: gr.Request):
+        cb.unload(page.store, request.session_hash)
+    demo.unload(closed)
+    page.on(page["method"].change, cb.method_changed, ["method", "allocation"],
+            ["method_info", "allocation_info"] + [f"group__{n}" for n in REGISTRY], api_name="method_info")
+    page.on(page["allocation"].change, cb.allocation_changed, ["method", "allocation"],
+            ["allocation_info"] + [f"agroup__{n}" for n in ALLOCATIONS], api_name=False)
+    page.on(page["calib_file"].change, cb.upload_checked, ["calib_file"], ["calib_file_message"], api_name=False)
+    compress = page.on(page["compress"].click, cb.compress, compress_inputs, COMPRESS, api_name="compress",
+                       concurrency_limit=None)
+    compress.then(**_then(page, cb.run_selected, ["run_box"], ["block_box", "kind_box"])).then(
+        **_then(page, cb.show, show_inputs, figures))
+    page.on(page["stop"].click, cb.stop, [], ["status"], api_name="stop", concurrency_limit=None, queue=False)
+    selected = page.on(page["run_box"].input, cb.run_selected, ["run_box"], ["block_box", "kind_box"], api_name=False)
+    selected.then(**_then(page, cb.show, show_inputs, figures))
+    for control in ("block_box", "kind_box", "depth_metric", "compare_metric"):
+        page.on(page[control].input, cb.show, show_inputs, figures, api_name=False)
+    page.on(gr.Button("Redraw", visible=False).click, cb.show, show_inputs, figures, api_name="show_run")
+    page.on(page["open_sweep"].click, cb.open_sweep, ["sweep_folder", "sweep_zip", "compare_metric"],
+            ["sweep_message", "compare_plot", "compare_metric"], api_name="open_sweep")
+    page.on(page["generate"].click, cb.generate, ["run_box", "prompt", "new_tokens", "temperature"],
+            ["original_out", "compressed_out"], api_name="generate", concurrency_limit=2)
+    page.on(page["zero_shot"].click, cb.zero_shot, ["run_box", "tasks", "limit"], ZERO_SHOT, api_name="zero_shot",
+            concurrency_limit=None)
+    page.on(page["export"].click, cb.prepare_download, ["run_box"], DOWNLOAD, api_name="export", concurrency_limit=1)
+
+
+def _then(page: Page, fn, inputs, outputs) -> dict:
+    """Keyword arguments of a `.then(...)` step wired like Page.on."""
+    captured = {}
+
+    def trigger(handler, **kwargs):
+        captured.update(fn=handler, **kwargs)
+    page.on(trigger, fn, inputs, outputs)
+    return captured | {"api_name": False}

@@ -1,0 +1,102 @@
+"""Limits of the app: generous on a user's own machine, strict on a public Space (SVD_EXPLORER_PUBLIC=1).
+
+Every value the page sends is a stranger's: each is bounded here, and each bound can be changed by
+the environment variable named beside it. In public mode only allow-listed models load (or, with a
+parameter cap, hub models whose config says they are small enough), never a local path, and hub
+downloads do not carry the Space's token.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+
+from ..config import DEFAULT_MODEL
+from ..errors import ConfigError
+
+PUBLIC_MODELS = (DEFAULT_MODEL, "HuggingFaceTB/SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct",
+                 "Qwen/Qwen2.5-0.5B-Instruct")
+
+# field -> (environment variable, public value, local value)
+BOUNDS = {
+    "calib_samples": ("SVD_EXPLORER_MAX_CALIB_SAMPLES", 64, 256),
+    "seq_len": ("SVD_EXPLORER_MAX_SEQ_LEN", 512, 2048),
+    "eval_windows": ("SVD_EXPLORER_MAX_EVAL_WINDOWS", 40, 200),
+    "refine_steps": ("SVD_EXPLORER_MAX_REFINE_STEPS", 200, 1000),
+    "refine_batch": ("SVD_EXPLORER_MAX_REFINE_BATCH", 4, 32),
+    "zero_shot_limit": ("SVD_EXPLORER_MAX_ZERO_SHOT_LIMIT", 200, 1000),
+    "new_tokens": ("SVD_EXPLORER_MAX_NEW_TOKENS", 256, 512),
+    "job_seconds": ("SVD_EXPLORER_JOB_SECONDS", 900, 0),           # 0: no limit
+    "queue": ("SVD_EXPLORER_QUEUE", 8, 32),
+    "models_kept": ("SVD_EXPLORER_MODELS_KEPT", 2, 4),
+    "upload_mb": ("SVD_EXPLORER_MAX_UPLOAD_MB", 20, 200),
+    "download_seconds": ("SVD_EXPLORER_DOWNLOAD_SECONDS", 600, 3600),
+    "max_params": ("SVD_EXPLORER_MAX_PARAMS", 0, 0),               # 0: allow-list only (public), no cap (local)
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    public: bool = False
+    models: tuple = PUBLIC_MODELS
+    calib_samples: int = 256
+    seq_len: int = 2048
+    eval_windows: int = 200
+    refine_steps: int = 1000
+    refine_batch: int = 32
+    zero_shot_limit: int = 1000
+    new_tokens: int = 512
+    job_seconds: int = 0
+    queue: int = 32
+    models_kept: int = 4
+    upload_mb: int = 200
+    download_seconds: int = 3600
+    max_params: int = 0
+
+    @classmethod
+    def from_env(cls, public: bool | None = None) -> "Limits":
+        public = os.environ.get("SVD_EXPLORER_PUBLIC", "0") not in ("0", "", "false") if public is None else public
+        values = {name: int(os.environ.get(var, public_value if public else local_value))
+                  for name, (var, public_value, local_value) in BOUNDS.items()}
+        models = tuple(m.strip() for m in os.environ.get("SVD_EXPLORER_MODELS", ",".join(PUBLIC_MODELS)).split(",")
+                       if m.strip())
+        return cls(public=public, models=models, **values)
+
+    def with_(self, **changes) -> "Limits":
+        return replace(self, **changes)
+
+    def describe(self) -> list[tuple[str, str, object]]:
+        """(environment variable, field, value) of every limit, for the README and the page."""
+        return [(BOUNDS[f.name][0], f.name, getattr(self, f.name)) for f in fields(self) if f.name in BOUNDS]
+
+    @property
+    def token(self):
+        """Hub downloads in public mode never carry the Space's own token."""
+        return False if self.public else None
+
+    def check_model(self, source: str) -> None:
+        """Refuse, in one line, a model this Space does not load (before anything is downloaded but a config)."""
+        from ..loading import read_config, source_kind
+        from ..layout import count_parameters, meta_model
+
+        source = (source or "").strip()
+        if not self.public or source in self.models:
+            return
+        if source_kind(source) == "folder":
+            raise ConfigError("local folders cannot be loaded on this public Space; pick one of the listed models")
+        if self.max_params <= 0:
+            raise ConfigError(f"this public Space only loads {', '.join(self.models)}")
+        params = count_parameters(meta_model(read_config(source, token=False)))
+        if params > self.max_params:
+            raise ConfigError(f"{source} has {params / 1e6:.0f}M parameters; this public Space loads models up to "
+                              f"{self.max_params / 1e6:.0f}M")
+
+    def check_values(self, **values) -> None:
+        """Each count within its bound (names as in BOUNDS), with a message naming the control."""
+        for name, value in values.items():
+            high = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)) or value != value or value < 0:
+                raise ConfigError(f"{name.replace('_', ' ')} must be a number >= 0, got {value!r}")
+            if high and value > high:
+                raise ConfigError(f"{name.replace('_', ' ')} is at most {high} here (you asked for {value:g})")

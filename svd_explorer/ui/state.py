@@ -1,0 +1,151 @@
+"""Server-side state shared by all visitors: original models, background jobs, finished runs, downloads.
+
+Bounded everywhere: at most `limits.models_kept` compressed models in memory across all sessions (the
+oldest is dropped first; its figures stay), one download per run written once and deleted when it
+expires or its model is dropped, a session's runs and jobs gone when its page closes.
+"""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..loading import LoadedModel, load_model
+from ..worker import JobManager
+from .limits import Limits
+
+
+@dataclass
+class Run:
+    id: str
+    session: str
+    label: str
+    source: str
+    result: dict
+    model: object = None
+    tokenizer: object = None
+    record: object = None          # the RunRecord, for the manifest of a download
+    created: float = field(default_factory=time.time)
+
+
+class ModelCache:
+    """Original models by source, shared by the sessions; the least recently used goes first."""
+
+    def __init__(self, size: int = 2):
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+        self.loading: dict[str, threading.Lock] = {}
+
+    def peek(self, source: str) -> LoadedModel | None:
+        with self.lock:
+            return self.items.get(source)
+
+    def get(self, source: str, token=None) -> LoadedModel:
+        with self.lock:
+            if source in self.items:
+                self.items.move_to_end(source)
+                return self.items[source]
+            gate = self.loading.setdefault(source, threading.Lock())
+        with gate:  # one load per source; other callers wait for it
+            cached = self.peek(source)
+            if cached is not None:
+                return cached
+            loaded = load_model(source, token=token)
+            with self.lock:
+                self.items[source] = loaded
+                while len(self.items) > self.size:
+                    self.items.popitem(last=False)
+            return loaded
+
+
+class Store:
+    def __init__(self, default_model: str, limits: Limits, download_root: Path, preload: bool = True):
+        self.default_model, self.limits = default_model, limits
+        self.models = ModelCache(size=2)
+        self.jobs = JobManager(workers=1, max_jobs=limits.queue, time_limit=limits.job_seconds or None)
+        self.runs: dict[str, Run] = {}
+        self.downloads: dict[str, tuple[Path, float]] = {}
+        self.sweeps: dict[str, list[dict]] = {}
+        self.download_root = download_root
+        self.lock = threading.Lock()
+        if preload:
+            threading.Thread(target=self._preload, daemon=True).start()
+
+    def _preload(self):
+        try:
+            self.models.get(self.default_model, self.limits.token)
+        except Exception:  # noqa: BLE001 - the page reports load errors when the model is used
+            pass
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def add(self, session: str, label: str, source: str, result: dict, model, tokenizer, record=None) -> Run:
+        run = Run(uuid.uuid4().hex[:8], session, label, source, result, model, tokenizer, record)
+        with self.lock:
+            self.runs[run.id] = run
+            holding = [r for r in self.runs.values() if r.model is not None]
+            for old in holding[:-self.limits.models_kept]:
+                self._release(old)
+        return run
+
+    def _release(self, run: Run) -> None:
+        run.model = None
+        path, _ = self.downloads.pop(run.id, (None, None))
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def session_runs(self, session: str) -> list[Run]:
+        with self.lock:
+            return [r for r in self.runs.values() if r.session == session]
+
+    def get(self, session: str, run_id) -> Run | None:
+        """The session's run `run_id`; without an id, its latest run."""
+        with self.lock:
+            run = self.runs.get(run_id) if run_id else None
+        if run is None or run.session != session:
+            runs = self.session_runs(session)
+            return runs[-1] if runs and not run_id else None
+        return run
+
+    def next_label(self, session: str, text: str) -> str:
+        return f"#{len(self.session_runs(session)) + 1} {text}"
+
+    # -- downloads ----------------------------------------------------------------------------
+
+    def download_folder(self, run: Run) -> tuple[Path, bool]:
+        """(folder for this run's download, whether it was already written and is still valid)."""
+        self.expire_downloads()
+        with self.lock:
+            existing = self.downloads.get(run.id)
+            if existing is not None and existing[0].exists():
+                return existing[0], True
+            folder = self.download_root / f"run-{run.id}-{uuid.uuid4().hex[:6]}"
+            folder.mkdir(parents=True, exist_ok=True)
+            self.downloads[run.id] = (folder, time.time())
+            return folder, False
+
+    def expire_downloads(self) -> None:
+        limit = self.limits.download_seconds
+        with self.lock:
+            for run_id, (path, created) in list(self.downloads.items()):
+                if time.time() - created > limit or run_id not in self.runs:
+                    shutil.rmtree(path, ignore_errors=True)
+                    del self.downloads[run_id]
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def drop_session(self, session: str) -> None:
+        """The page closed: stop its job, forget its runs, models, downloads and sweeps."""
+        self.jobs.cancel_session(session, "the page was closed")
+        with self.lock:
+            for key in [k for k, r in self.runs.items() if r.session == session]:
+                self._release(self.runs.pop(key))
+            self.sweeps.pop(session, None)
+        self.jobs.forget(session)
+
+    def bytes_on_disk(self) -> int:
+        return sum(f.stat().st_size for f in self.download_root.rglob("*") if f.is_file()) \
+            if self.download_root.exists() else 0

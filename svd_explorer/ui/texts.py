@@ -1,0 +1,184 @@
+"""What the page says: explanations for a student who knows SVD but not these papers, and the formatters
+that turn records and job events into Markdown. No state, no Gradio: plain functions of plain data."""
+from __future__ import annotations
+
+import time
+
+from ..allocation import ALLOCATIONS
+from ..methods import REGISTRY
+
+EXPLAIN = {
+    "budget": "Each projection W (m×n) becomes two thin matrices A (m×k) and B (k×n): k(m+n) numbers instead of "
+              "mn. That only saves memory below the **break-even rank** mn/(m+n). The ratio is the share of the "
+              "projections' parameters removed, so with a uniform allocation k = ⌊(1−ratio)·mn/(m+n)⌋; embeddings "
+              "and the LM head stay dense.",
+    "spectra": "Grey: the singular values of the raw weight W; blue: those of the matrix the method actually "
+               "truncates (W for plain SVD, W·diag(s) for ASVD, W·S for the whitening methods, M(β) for SAES), "
+               "each divided by its largest. Everything right of the red line is thrown away. LLM weights have "
+               "flat spectra, so plain SVD discards a lot. Whitening multiplies W by the square root S of the "
+               "input statistics: the tail then measures the output error on real inputs and usually falls "
+               "faster, so the same rank keeps more of what matters. **Look for** the energy share beyond the "
+               "kept rank, and how much steeper blue is than grey.",
+    "depth": "Blocks are compressed one after the other. The compressed model's hidden states drift away from the "
+             "original model's; this is their relative distance after every block, measured on calibration "
+             "text. Methods that only fit each layer locally (SVD-LLM) let the error pile up; AA-SVD and SAES-SVD "
+             "fit each layer to what the **original** model produced, from the inputs the compressed model "
+             "really feeds it, so they pull the drift back; a depth allocation leaves the first blocks untouched "
+             "(zero error) and compresses the last ones harder. **Look for** the level at the last block, which "
+             "is what the LM head sees. Earlier runs are overlaid in thin lines. A sudden *drop* usually means the "
+             "hidden states' norm jumped (LLMs grow a few huge 'massive activation' channels), not that the error "
+             "shrank: the cosine distance is blind to norms.",
+    "heatmap": "Relative error ‖(W−W')X‖/‖WX‖ of each compressed projection on its calibration inputs X (the "
+               "compressed model's inputs for the methods that use them, else the original's). **Look for** the "
+               "projection kinds that are hardest to compress and whether they get harder with depth.",
+    "ranks": "Where the rank went: each projection kind's kept rank through depth, as a share of its break-even "
+             "rank (1 = the factors store as much as the dense weight, so nothing is saved). A uniform allocation "
+             "draws flat lines. Why a method may want more rank in some blocks: an error made early travels "
+             "through every later block, some projections' inputs are nearly low-rank (cheap to compress) while "
+             "others are not, and the last blocks feed the LM head directly. Earlier runs are drawn faintly.",
+    "aces": "SAES-SVD fits each projection to a mix of two targets: its own output on the inputs it receives "
+            "(β = 0) and the full-precision model's output (β → 1), which compensates the error accumulated "
+            "upstream. ACES picks β per projection, inside [0.25, 0.75] by default, so that the target is as "
+            "low-rank as possible: the share of its energy the kept rank captures is highest. The light curve is "
+            "the paper's cheap estimate with a fixed subspace, dots are the candidates tried, the star the choice "
+            "with its exact share. Right below: the chosen β through depth.",
+    "refine": "After every projection of a block is replaced, the refinement stage tunes the whole block (both "
+              "factors of every projection, and the norms) with a few gradient steps, so that the compressed block "
+              "fed the compressed model's hidden states reproduces the original block's output. AA-SVD does this "
+              "by default; any method can switch it on. Left: the loss per step of one block; right: every "
+              "block's calibration loss before and after. A block whose loss would rise is restored.",
+    "compare": "Every run of this session: quality against the share of the whole model's parameters kept, and the "
+               "original model at 1. Perplexity and the KL divergence from the original model's next-token "
+               "distribution: lower is better; top-1 agreement (how often both models' most likely next token is "
+               "the same): higher. A sweep folder (python -m svd_explorer sweep) or a zip of one adds its "
+               "configurations with error bars from their calibration seeds.",
+    "generate": "The same prompt, sampling settings and seed through the original and the compressed model, "
+                "token by token (with the model's chat template when it has one). Temperature 0 is greedy.",
+    "zero_shot": "Accuracy on multiple-choice benchmarks through lm-eval. Chance is 50% for PIQA, BoolQ and "
+                 "WinoGrande and 25% for ARC and OpenBookQA. Each task runs on the first *limit* examples: keep it "
+                 "small on a CPU. A BoolQ score after calibrating on BoolQ passages has seen those passages.",
+    "download": "The compressed model as a folder (safetensors + config + tokenizer + manifest), zipped: unzip it "
+                "and `svd_explorer.load_compressed(folder)`; and the run's full JSON result. Factors are saved in "
+                "bfloat16 (half of float32).",
+    "sizes": "Parameters removed are not bytes saved when the original was quantised: the embedded model's file "
+             "stores 4-bit weights, the compressed download 16-bit factors.",
+}
+
+
+def m(n: int | float) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB" if n >= 2**20 else f"{n / 1024:.0f} kB"
+
+
+def method_markdown(name: str) -> str:
+    cls = REGISTRY[name]
+    note = " *Reimplemented from the paper; numbers may differ from its tables.*" if cls.reimplemented else ""
+    allocation = "" if cls.default_allocation[0] == "uniform" else \
+        f" Its own allocation: **{cls.default_allocation[0]}**."
+    refine = " Block refinement is on by default." if cls.refines_by_default else ""
+    return f"**{cls.title}**: {cls.summary}{allocation}{refine}  \n<small>{cls.paper}.{note}</small>"
+
+
+def allocation_markdown(name: str, method: str) -> str:
+    if name == "auto":
+        own = REGISTRY[method].default_allocation[0]
+        return f"**auto**: {method}'s own allocation, **{own}** ({ALLOCATIONS[own].summary})."
+    cls = ALLOCATIONS[name]
+    return f"**{cls.title}**: {cls.summary}.  \n<small>Source: {cls.source}. Cost: {cls.cost}.</small>"
+
+
+def budget_markdown(summary: dict, title: str) -> str:
+    kept = summary["params_after"] / summary["params"]
+    scope = (f"in {summary['compressed_blocks']} of {summary['blocks']} blocks"
+             if summary["compressed_blocks"] < summary["blocks"] else f"in all {summary['blocks']} blocks")
+    lines = [f"**{title} at ratio {summary['ratio']:g}** removes "
+             f"{m(summary['linear_params'] - summary['linear_params_after'])} of the {m(summary['linear_params'])} "
+             f"projection parameters {scope}: model {m(summary['params'])} → **{m(summary['params_after'])}** "
+             f"({100 * kept:.1f}% kept).", "", "| kind | shape | rank | break-even |", "|:--|--:|--:|--:|"]
+    for kind, info in summary["kinds"].items():
+        rows, cols = info["shape"]
+        lines.append(f"| {kind} | {rows}×{cols} | {info['rank']} | {info['break_even_rank']:.0f} |")
+    if summary.get("note"):
+        lines.append(f"\n<small>{summary['note']}</small>")
+    return "\n".join(lines)
+
+
+def metrics_markdown(label: str, r: dict) -> str:
+    kept = r["params_after"] / r["params_before"]
+    out = [f"### {label}", f"{r['model']} · parameters {m(r['params_before'])} → **{m(r['params_after'])}** "
+           f"({100 * kept:.1f}% kept) · compression {r['seconds']:.0f} s · {r.get('device', 'cpu')}"]
+    if r.get("ppl_compressed") is not None:
+        ev = r["evaluation"]
+        out += ["", f"| {ev['description'].split(':')[0]}, {ev['windows']}×{ev['seq_len']} tokens | original | "
+                    f"compressed |", "|---|---|---|",
+                f"| perplexity | {r['ppl_original']:.2f} | **{r['ppl_compressed']:.2f}** |",
+                f"| KL to the original | 0 | {r['kl_to_original']:.3f} |",
+                f"| top-1 agreement | 100% | {100 * r['top1_agreement']:.1f}% |"]
+    info = (r.get("allocation") or {}).get("info") or {}
+    if info.get("compressed_blocks") and len(info["compressed_blocks"]) < len(r.get("blocks", [])):
+        blocks = info["compressed_blocks"]
+        out.append(f"\nAllocation {r['allocation']['name']}: blocks {blocks[0]}–{blocks[-1]} compressed "
+                   f"(up to {info['block_ratio']:.2f} each), the others kept dense.")
+    return "\n".join(out)
+
+
+def history_rows(runs) -> list[list]:
+    return [[r.label, r.result.get("allocation", {}).get("name", "uniform"), r.result["ratio"],
+             round(r.result["params_after"] / r.result["params_before"], 3), _round(r.result.get("ppl_compressed")),
+             _round(r.result.get("kl_to_original"), 3), _round(r.result.get("top1_agreement"), 3),
+             round(r.result["seconds"], 1)] for r in runs]
+
+
+def _round(v, digits=2):
+    return None if v is None else round(v, digits)
+
+
+def accuracy(scores: dict | None) -> str:
+    if not scores or scores.get("acc") is None:
+        return "-"
+    stderr = scores.get("acc_stderr")
+    return f"{100 * scores['acc']:.1f}%" + (f" ± {100 * stderr:.1f}" if stderr else "")
+
+
+def job_status(job, position: int, total_projections: int | None) -> str:
+    """One line that changes at least every second while a job works: phase, progress, elapsed time."""
+    if job.status == "queued":
+        waited = time.time() - job.created
+        if job.cancel.is_set():
+            return "Stopping… (your job had not started)."
+        return f"Waiting for the worker: {position} job(s) ahead of yours · waiting {waited:.0f} s."
+    events = job.events_since(0)
+    elapsed = f"{job.elapsed:.0f} s elapsed"
+    if job.cancel.is_set():
+        return f"Stopping… · {job.stop_reason or 'you pressed Stop'} · {elapsed}"
+    status = next((d for _, k, d in reversed(events) if k == "status"), "starting")
+    step = next(((t, d) for t, k, d in reversed(events) if k == "progress"), None)
+    if step and step[0] < _last_time(events, "status"):
+        step = None   # a newer phase began: its own progress will follow
+    done = [d for _, k, d in events if k == "projection"]
+    text = f"Running: {status} · {elapsed}"
+    if step and (not done or step[0] > _last_time(events, "projection")):
+        text = f"Running: {status} · {_step(step[1])} · {elapsed}"
+    if done and total_projections:
+        start = next((t for t, k, _ in events if k == "start"), job.started or time.time())
+        left = (time.time() - start) / len(done) * (total_projections - len(done))
+        last = done[-1]
+        step_text = f" · {_step(step[1])}" if step else ""
+        text = (f"Running: block {last['block']} · projection {len(done)} of {total_projections}{step_text} · "
+                f"{elapsed} · about {left:.0f} s left")
+    return text
+
+
+def _step(data: dict) -> str:
+    if "blocks" in data:
+        return f"block {data['block'] + 1} of {data['blocks']}: {data['step']}"
+    return data["step"]
+
+
+def _last_time(events, kind: str) -> float:
+    return next((t for t, k, _ in reversed(events) if k == kind), 0.0)

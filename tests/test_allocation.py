@@ -1,0 +1,119 @@
+"""Allocations: every one meets the budget exactly, on several architectures and ratios; the searches and
+the water-filling do what they claim on data where the answer is known."""
+import pytest
+import torch
+from conftest import ARCHITECTURES, tiny_model
+
+from svd_explorer.allocation import ALLOCATIONS, AllocationContext, get_allocation, kept_params, max_rank, target_params
+from svd_explorer.allocation.depth import default_block_count, last_k_ratios, ramp_ratios
+from svd_explorer.allocation.loss import greedy_ranks, whitened_loss
+from svd_explorer.allocation.sensitivity import search_threshold
+from svd_explorer.layout import Layout, Projection, find_layout
+from svd_explorer.lowrank import BudgetError
+from svd_explorer.methods import get_method
+
+
+def fake_spectra(layout, seed=0):
+    """Unequal spectra: some projections decay fast (cheap to compress), others are flat."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for p in layout.projections:
+        decay = float(torch.rand(1, generator=g)) * 0.4
+        out[p.name] = torch.exp(-decay * torch.arange(min(p.out_features, p.in_features), dtype=torch.float64)) * \
+            (1 + 10 * float(torch.rand(1, generator=g)))
+    return out
+
+
+def context(layout, ratio, seed=0):
+    spectra = fake_spectra(layout, seed)
+    table = {p.name: {f: 10 + (1 - f) * (1 + p.block) * (2 if "mlp" in p.name else 1) for f in (0.4, 0.6, 0.8)}
+             for p in layout.projections}
+    return AllocationContext(layout, ratio, get_method("svd-llm"), spectra=lambda: spectra,
+                             trial=lambda ranks: kept_params(layout, ranks) / 1e4 + len([r for r in ranks.values()
+                                                                                         if r is None]),
+                             sensitivity=lambda fractions: {n: {f: v for f, v in row.items() if f in fractions}
+                                                            for n, row in table.items()})
+
+
+@pytest.mark.parametrize("name", list(ALLOCATIONS))
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "phi3", "opt"])
+@pytest.mark.parametrize("ratio", [0.2, 0.4])
+def test_every_allocation_meets_the_budget_exactly(name, arch, ratio):
+    """Kept parameters never exceed (1 − ratio) of the projections' and what is left could not buy one more
+    unit of rank anywhere: the ratio is met as closely as ranks allow."""
+    layout = find_layout(tiny_model(arch))
+    options = {"fractions": "0.4,0.6,0.8"} if name == "sensitivity" else {}
+    ranks = get_allocation(name, **options).allocate(context(layout, ratio)).ranks
+    target = target_params(layout, ratio)
+    kept = kept_params(layout, ranks)
+    open_ = [p for p in layout.projections if ranks[p.name] is not None and ranks[p.name] < max_rank(p)]
+    assert kept <= target
+    assert not open_ or target - kept < min(p.rank_cost for p in open_)
+    assert all(r is None or 1 <= r <= max_rank(p) for p in layout.projections for r in [ranks[p.name]])
+
+
+def test_loss_allocation_beats_uniform_on_the_total_truncation_loss():
+    """Water-filling on unequal spectra keeps strictly less summed whitened loss than the uniform split."""
+    layout = find_layout(tiny_model("llama"))
+    for seed in range(3):
+        ctx = context(layout, 0.3, seed)
+        spectra = ctx.spectra()
+        uniform = get_allocation("uniform").allocate(ctx).ranks
+        loss = get_allocation("loss", normalize="none").allocate(ctx).ranks
+        assert whitened_loss(layout, spectra, loss) < 0.9 * whitened_loss(layout, spectra, uniform)
+
+
+def test_greedy_is_optimal_on_a_small_exhaustive_case():
+    """Two projections of equal cost: the greedy choice equals the best of every split of the budget."""
+    layout = Layout("blocks", [None], (("a", "b"),), [Projection("a", 0, "a", 0, 8, 8, False),
+                                                      Projection("b", 0, "b", 0, 8, 8, False)])
+    spectra = {"a": torch.tensor([5.0, 4, 1, 0.5, 0.2, 0.1, 0.05, 0.01], dtype=torch.float64),
+               "b": torch.tensor([3.0, 2.9, 2.8, 0.1, 0.1, 0.1, 0.1, 0.1], dtype=torch.float64)}
+    budget = 6 * 16
+    ranks = greedy_ranks(layout, spectra, budget, "none")
+    best = min(((ka, budget // 16 - ka) for ka in range(1, 4) if 1 <= budget // 16 - ka <= 3),
+               key=lambda s: whitened_loss(layout, spectra, {"a": s[0], "b": s[1]}))
+    assert (ranks["a"], ranks["b"]) == best
+
+
+def test_depth_profiles():
+    assert default_block_count(30, 0.2) == 8     # ResSVD's rule: 30 * 0.2 / 8 = 0.75 <= 0.8
+    assert last_k_ratios(4, 0.25, 2) == [0.0, 0.0, 0.5, 0.5]
+    ramp = ramp_ratios(5, 0.2, 1.0)
+    assert ramp[0] == pytest.approx(0.0) and ramp[-1] == pytest.approx(0.4) and sum(ramp) / 5 == pytest.approx(0.2)
+    with pytest.raises(BudgetError, match="use at least 2 blocks"):
+        last_k_ratios(3, 0.5, 1)
+
+
+def test_depth_search_picks_the_best_candidate_on_development_text():
+    layout = find_layout(tiny_model("llama"))
+    scores = []
+
+    def trial(ranks):
+        scores.append(sum(r is None for r in ranks.values()))
+        return -scores[-1]          # pretend: more dense projections, better development perplexity
+
+    ctx = AllocationContext(layout, 0.3, None, trial=trial)
+    allocated = get_allocation("depth", blocks="search").allocate(ctx)
+    assert len(scores) >= 2 and allocated.info["choice"] == min(allocated.info["search"],
+                                                                key=allocated.info["search"].get)
+    assert sum(r is None for r in allocated.ranks.values()) == max(scores)
+
+
+def test_sensitivity_threshold_keeps_the_least_sensitive_projections_smallest():
+    layout = find_layout(tiny_model("llama"))
+    ctx = context(layout, 0.3)
+    table = ctx.sensitivity([0.4, 0.6, 0.8])
+    threshold, ranks = search_threshold(layout, table, target_params(layout, 0.3))
+    assert kept_params(layout, ranks) <= target_params(layout, 0.3)
+    first, last = layout.block_projections(0)[0], layout.block_projections(2)[0]
+    assert (ranks[first.name] or 1e9) <= (ranks[last.name] or 1e9)   # block 0 is the least sensitive here
+
+
+def test_allocation_options_are_checked():
+    with pytest.raises(ValueError, match="unknown allocation"):
+        get_allocation("magic")
+    with pytest.raises(ValueError, match="blocks must be auto, search or a number"):
+        get_allocation("depth", blocks="many")
+    with pytest.raises(ValueError, match="kept fraction must be strictly between 0 and 1"):
+        get_allocation("sensitivity", fractions="0.5,1.5")

@@ -1,0 +1,98 @@
+"""Text sources, windows, and the save / load round trip."""
+import json
+
+import pytest
+import torch
+from conftest import ARCHITECTURES, SAMPLE_TEXT, tiny_ids, tiny_model
+
+from svd_explorer.data import DataError, consecutive_windows, disjoint_windows, load_text, random_starts, random_windows, tokenize
+from svd_explorer.errors import ModelLoadError
+from svd_explorer.layout import count_parameters
+from svd_explorer.loading import load_compressed, load_model
+from svd_explorer.methods import get_method
+from svd_explorer.pipeline import compress_model
+from svd_explorer.saving import save_compressed
+
+
+def test_text_files_of_every_format(tmp_path, text_file):
+    assert load_text(str(text_file)).text == SAMPLE_TEXT  # CRLF tolerated
+    (tmp_path / "a.jsonl").write_text('{"text": "one"}\n\n{"text": "two"}\n')
+    assert load_text(str(tmp_path / "a.jsonl")).text == "one\n\ntwo"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["alpha", "beta"]}), tmp_path / "a.parquet")
+    assert load_text(str(tmp_path / "a.parquet")).text == "alpha\n\nbeta"
+
+
+@pytest.mark.parametrize("content, message", [("", "is empty"), ("  \n\n ", "is empty")])
+def test_empty_files_are_refused(tmp_path, content, message):
+    (tmp_path / "e.txt").write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_text(str(tmp_path / "e.txt"))
+
+
+def test_bad_sources_say_what_is_wrong(tmp_path):
+    with pytest.raises(DataError, match="no file"):
+        load_text(str(tmp_path / "missing.txt"))
+    (tmp_path / "b.jsonl").write_text('{"body": "x"}\n')
+    with pytest.raises(DataError, match="line 1 is not an object with a 'text' field"):
+        load_text(str(tmp_path / "b.jsonl"))
+    (tmp_path / "n.jsonl").write_text('3\n')
+    with pytest.raises(DataError, match="line 1 is not an object"):
+        load_text(str(tmp_path / "n.jsonl"))
+    (tmp_path / "j.jsonl").write_text('{"text": \n')
+    with pytest.raises(DataError, match="line 1 is not JSON"):
+        load_text(str(tmp_path / "j.jsonl"))
+    (tmp_path / "c.csv").write_text("text\nx\n")
+    with pytest.raises(DataError, match="unsupported file type"):
+        load_text(str(tmp_path / "c.csv"))
+
+
+def test_windows_are_reproducible_and_checked():
+    tokens = torch.arange(1000)
+    a, b = random_windows(tokens, 5, 32, seed=3), random_windows(tokens, 5, 32, seed=3)
+    assert torch.equal(a, b) and a.shape == (5, 32)
+    assert all(torch.equal(w, torch.arange(w[0], w[0] + 32)) for w in a)
+    c = consecutive_windows(tokens, 4, 100)
+    assert c.shape == (4, 100) and torch.equal(c.flatten(), torch.arange(400))
+    assert consecutive_windows(tokens, 50, 100).shape == (10, 100)  # never more than the text holds
+    with pytest.raises(DataError, match="fewer than one window"):
+        random_windows(torch.arange(10), 2, 32, seed=0)
+
+
+def test_development_windows_never_overlap_the_calibration_windows():
+    tokens = torch.arange(5000)
+    starts = random_starts(5000, 20, 64, seed=0)
+    dev = disjoint_windows(tokens, 30, 64, seed=1000, avoid=starts)
+    assert dev.shape == (30, 64)
+    for window in dev:
+        s = int(window[0])
+        assert all(s + 64 <= a or a + 64 <= s for a in starts)
+    with pytest.raises(DataError, match="not enough text"):
+        disjoint_windows(torch.arange(300), 5, 64, seed=0, avoid=[0, 100, 200])
+
+
+def test_boolq_passages_are_wikipedia_paragraphs(shared_data):
+    text = load_text("boolq")
+    assert "BoolQ passages" in text.description
+    assert "Question:" not in text.text and "Passage:" not in text.text and len(text.text) > 1_000_000
+
+
+def test_wikitext_falls_back_to_the_local_copy_offline(shared_data, monkeypatch):
+    import svd_explorer.loading as loading
+
+    monkeypatch.setattr(loading, "hub_reachable", lambda *a, **k: False)
+    text = load_text("wikitext2", split="test")
+    assert "local copy" in text.description and text.text.lstrip().startswith("= Robert Boulter =")
+    assert "\r" not in text.text
+    with pytest.raises(DataError, match="only the test split"):
+        load_text("wikitext2", split="train")
+
+
+def test_tokenize_adds_no_special_tokens(tiny_folder):
+    lm = load_model(str(tiny_folder))
+    ids = tokenize(lm.tokenizer, "ab")
+    assert ids.tolist() == lm.tokenizer.convert_tokens_to_ids(["a", "b"])
+
+

@@ -1,0 +1,61 @@
+"""Original-stream statistics computed once: hit, miss, key change, corruption, and identical weights."""
+import json
+
+import pytest
+import torch
+from conftest import tiny_ids, tiny_model
+
+from svd_explorer.methods import get_method
+from svd_explorer.pipeline import Passes, compress_model
+from svd_explorer.stats_cache import FILE, MANIFEST, cache_key, key_folder, load_or_compute
+
+IDS = tiny_ids(6, 16)
+
+
+def key(model, seed=0):
+    return cache_key("tiny", None, f"random text, seed {seed}", 6, 16, seed, 2, Passes.of(model, "float32"))
+
+
+def statistics(root, model, seed=0):
+    return load_or_compute(root, key(model, seed), model, IDS, 2, "float32")
+
+
+def test_hit_miss_and_key_change(tmp_path):
+    model = tiny_model("llama")
+    assert statistics(tmp_path, model)[1] == "computed"
+    assert statistics(tmp_path, model)[1] == "hit"
+    assert statistics(tmp_path, model, seed=1)[1] == "computed"      # another calibration: another entry
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest"])
+def test_a_damaged_entry_is_recomputed_never_used(tmp_path, damage):
+    model = tiny_model("llama")
+    cached, _ = statistics(tmp_path, model)
+    folder = key_folder(tmp_path, key(model))
+    data = (folder / FILE).read_bytes()
+    if damage == "truncate":
+        (folder / FILE).write_bytes(data[:len(data) // 2])
+    elif damage == "flip":
+        (folder / FILE).write_bytes(data[:-8] + bytes(b ^ 0xFF for b in data[-8:]))
+    else:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        manifest["key"]["seq_len"] = 999
+        (folder / MANIFEST).write_text(json.dumps(manifest))
+    again, state = statistics(tmp_path, model)
+    assert state.startswith("recomputed")
+    assert torch.equal(again.get(1, 2).gram_f, cached.get(1, 2).gram_f)
+
+
+@pytest.mark.parametrize("method", ["svd", "asvd", "svd-llm", "ressvd", "saes-svd"])
+def test_cached_statistics_give_exactly_the_same_weights(tmp_path, method):
+    model = tiny_model("llama")
+    cached, _ = statistics(tmp_path, model)
+    plain, a = compress_model(model, get_method(method), 0.3, IDS, batch_size=2, precision="float32")
+    fast, b = compress_model(model, get_method(method), 0.3, IDS, batch_size=2, precision="float32", statistics=cached)
+    x, y = plain.state_dict(), fast.state_dict()
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    assert b.calibration["statistics"] == "cached" and [r.spectrum_raw for r in a.layers] == \
+        [r.spectrum_raw for r in b.layers]
+    if method != "saes-svd":   # an original-stream method needs no pass: its depth error uses a few windows
+        assert b.calibration["depth_windows"] < a.calibration["depth_windows"]
