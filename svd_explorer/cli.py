@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 
 from .allocation import ALLOCATIONS
-from .config import DEFAULT_MODEL, PRESETS, PRECISIONS, REFINE_CHOICES, RunConfig, split_list, with_preset
+from .config import DEFAULT_MODEL, PRECISIONS, PRESETS, REFINE_CHOICES, RunConfig, split_list, with_preset
 from .methods import REGISTRY
 
 RATIO_HELP = ("fraction of the parameters of the compressed projections to REMOVE, in (0, 1); a m x n "
@@ -91,6 +91,10 @@ def _add_evaluation(parser) -> None:
                              "available, else self)")
     parser.add_argument("--eval-windows", type=_windows,
                         help="consecutive windows of --seq-len tokens, or all (demo 20, paper all)")
+    parser.add_argument("--extra-eval", type=split_list, help="more evaluation sets for perplexity: ptb, lambada, "
+                                                              "wikitext2, files (comma separated)")
+    parser.add_argument("--dev-windows", type=_integer(0), help="development windows: calibration-domain text the "
+                                                               "calibration never saw, where settings are chosen")
     parser.add_argument("--tasks", type=split_list, help="zero-shot tasks through lm-eval, comma separated")
     parser.add_argument("--limit", type=_integer(1), help="examples per zero-shot task")
     parser.add_argument("--task-data", help="folder of the local task files (default ../shared/data)")
@@ -171,8 +175,9 @@ def config_from_args(args) -> RunConfig:
         explicit["options"] = _accepted(values.get("method"), options)
     if allocation:
         explicit["allocation_options"] = allocation
-    if "tasks" in explicit:
-        explicit["tasks"] = tuple(explicit["tasks"])
+    for key in ("tasks", "extra_eval"):
+        if key in explicit:
+            explicit[key] = tuple(explicit[key])
     return with_preset(values.get("preset") or "demo", **explicit)
 
 

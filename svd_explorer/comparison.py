@@ -35,6 +35,8 @@ def eval_sets(row: dict) -> dict[str, float]:
     if row.get("ppl_compressed") is not None:
         out[row.get("evaluation", {}).get("source", "eval")] = row["ppl_compressed"]
     out.update(row.get("extra_ppl") or {})
+    if row.get("dev_ppl") is not None:
+        out["dev"] = row["dev_ppl"]
     return out
 
 

@@ -117,13 +117,16 @@ def load_for(config: RunConfig, emit=_quiet, token=None) -> tuple[LoadedModel, P
     dtype = resolve_dtype(config.dtype, device)
     if source_kind(config.model) == "folder" and is_project_folder(config.model):
         placement = Placement("memory", str(device), 0, 0, "a compressed folder is loaded in memory")
-        return load_model(config.model, dtype=dtype, device=device), placement
+        lm = load_model(config.model, dtype=dtype, device=device)
+        lm.placement = placement.describe()
+        return lm, placement
     placement, layout, meta = plan_placement(config, device, dtype)
     emit("status", f"placement: {placement.sentence()}")
     emit("status", f"loading {config.model}")
     lm = load_model(config.model, revision=config.revision, dtype=dtype, device=device, token=token,
                     device_map=device_map(meta, layout.blocks_path, placement),
                     offload_folder=placement.folder)
+    lm.placement = placement.describe()
     return lm, placement
 
 
@@ -171,6 +174,8 @@ def run(config: RunConfig, *, loaded: LoadedModel | None = None, emit=None, canc
     allocation = config.build_allocation(method)
     if loaded is None:
         loaded, placement = load_for(config, emit, token)
+    elif loaded.placement:
+        placement = Placement(**loaded.placement)
     else:
         placement = Placement("memory", str(Passes.of(loaded.model).device), 0, 0, "the model was already loaded")
     lm = loaded
@@ -220,12 +225,17 @@ def run(config: RunConfig, *, loaded: LoadedModel | None = None, emit=None, canc
         emit("status", "evaluating the original and the compressed model")
         out.scores = _scores(evaluate(compressed, eval_ids, reference=lm.model, should_stop=check,
                                       progress=_progress_emitter(emit, "evaluation windows")))
+    if config.dev_windows:
+        check()
+        ids, desc = development_windows(resolve_calibration(config.calib), lm.model, lm.tokenizer, config.dev_windows,
+                                        config.seq_len, config.seed, config.calib_samples)
+        emit("status", "evaluating on development text")
+        out.dev_ppl, out.dev_ppl_original = _perplexities(lm, compressed, ids, desc, check)
     for source in config.extra_eval:
         check()
-        ids, _ = evaluation_windows(lm, source, config.eval_windows, config.seq_len, config.seed, emit)
+        ids, desc = evaluation_windows(lm, source, config.eval_windows, config.seq_len, config.seed, emit)
         emit("status", f"evaluating on {source}")
-        both = evaluate(compressed, ids, reference=lm.model, should_stop=check)
-        out.extra_ppl[source], out.extra_ppl_original[source] = both["ppl"], both["ppl_reference"]
+        out.extra_ppl[source], out.extra_ppl_original[source] = _perplexities(lm, compressed, ids, desc, check)
     if config.tasks:
         out.tasks = zero_shot(lm, compressed, list(config.tasks), config.limit, config.task_data, emit, check)
     if config.output:
@@ -234,6 +244,17 @@ def run(config: RunConfig, *, loaded: LoadedModel | None = None, emit=None, canc
         out.output, out.output_bytes = str(config.output), folder_bytes(config.output)
     out.peak_rss_mb = peak_rss_mb()
     return Outcome(out, compressed if keep_model else None, lm)
+
+
+_ORIGINAL_PPL: dict = {}   # the original model's perplexity on a text, computed once per process
+
+
+def _perplexities(lm: LoadedModel, compressed, ids, description: str, check) -> tuple[float, float]:
+    """(compressed, original) perplexity on `ids`; the original's is remembered for the next run."""
+    key = (lm.source, lm.revision, description, tuple(ids.shape))
+    if key not in _ORIGINAL_PPL:
+        _ORIGINAL_PPL[key] = evaluate(lm.model, ids, should_stop=check)["ppl"]
+    return evaluate(compressed, ids, should_stop=check)["ppl"], _ORIGINAL_PPL[key]
 
 
 def prepare_statistics(config: RunConfig, emit=None) -> dict:
@@ -406,15 +427,22 @@ def export(record: RunRecord, model, tokenizer, folder, save_dtype: str = "bfloa
     return folder_bytes(folder)
 
 
+_ORIGINAL_TASKS: dict = {}   # the original model's zero-shot scores, computed once per process
+
+
 def zero_shot(lm: LoadedModel, compressed, tasks: list[str], limit, task_data, emit=_quiet, check=None) -> dict:
-    """lm-eval accuracies of the original and the compressed model, task by task."""
+    """lm-eval accuracies of the original and the compressed model, task by task (the original's are
+    remembered for the next run of the same model)."""
     from .evaluation import run_tasks
 
-    out = {}
-    for label, model in (("original", lm.model), ("compressed", compressed)):
-        out[label] = run_tasks(model, lm.tokenizer, tasks, limit=limit, data=task_data, should_stop=check,
-                               on_task=lambda t, label=label: emit("status", f"zero-shot, {label} model: {t}"))
-    return out
+    def scores(label, model, names):
+        return run_tasks(model, lm.tokenizer, names, limit=limit, data=task_data, should_stop=check,
+                         on_task=lambda t: emit("status", f"zero-shot, {label} model: {t}"))
+
+    key = (lm.source, lm.revision, limit, task_data)
+    known = _ORIGINAL_TASKS.setdefault(key, {})
+    known.update(scores("original", lm.model, [t for t in tasks if t not in known]))
+    return {"original": {t: known[t] for t in tasks}, "compressed": scores("compressed", compressed, tasks)}
 
 
 def evaluate_model(config: RunConfig, emit=None, cancel=None) -> dict:

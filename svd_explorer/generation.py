@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .devices import model_device
+
 EXAMPLES = [
     "Explain in two sentences why the sky is blue.",
     "Write a haiku about compressing a neural network.",
@@ -31,7 +33,7 @@ def prompt_ids(tokenizer, prompt: str, chat: bool = True) -> torch.Tensor:
 class _Stream:
     def __init__(self, model, ids, temperature, seed):
         self.model, self.temperature = model, temperature
-        self.device = next(model.parameters()).device
+        self.device = model_device(model)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.pending, self.cache, self.tokens, self.finished = ids.to(self.device), None, [], False
 

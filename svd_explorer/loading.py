@@ -25,6 +25,7 @@ from .layout import count_parameters, meta_model
 from .lowrank import LowRankLinear, set_submodule
 from .verify import FORMAT, MANIFEST, WEIGHTS, verify_compressed_folder, weights_format
 
+
 @dataclass(frozen=True)
 class EmbeddedModel:
     package: str
@@ -53,6 +54,7 @@ class LoadedModel:
     revision: str | None = None
     manifest: dict | None = None    # set when the folder is a compressed model saved by this project
     file_bytes: int | None = None   # size of the weights on disk as they were read (the GGUF, the safetensors)
+    placement: dict | None = None   # where the weights live and why (offload.Placement.describe())
 
 
 def embedded_folder(entry: EmbeddedModel) -> str:

@@ -24,7 +24,6 @@ all to compress; the depth-error record is then measured on the first DEPTH_WIND
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import asdict, dataclass
 
 import torch

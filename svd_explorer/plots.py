@@ -45,7 +45,7 @@ def kinds(result: dict) -> list[str]:
 
 
 def find_layer(result: dict, block: int, kind: str) -> dict | None:
-    return next((l for l in result.get("layers", []) if l["block"] == block and l["kind"] == kind), None)
+    return next((layer for layer in result.get("layers", []) if layer["block"] == block and layer["kind"] == kind), None)
 
 
 def _percent(share: float) -> str:
@@ -100,7 +100,7 @@ def depth_figure(runs: list[tuple[str, dict]], metric: str = "rel_error") -> go.
 def error_heatmap(result: dict) -> go.Figure:
     """Relative error of every compressed projection on its calibration inputs (blocks × projections)."""
     names = kinds(result)
-    blocks = sorted({l["block"] for l in result.get("layers", [])})
+    blocks = sorted({layer["block"] for layer in result.get("layers", [])})
     if not names:
         return empty("run a compression to see the per-projection errors")
     z = [[(find_layer(result, b, k) or {}).get("rel_error") for k in names] for b in blocks]
@@ -152,9 +152,9 @@ def aces_depth_figure(result: dict) -> go.Figure:
     """The chosen β through depth, one line per projection kind."""
     fig = _figure("Coefficient chosen by ACES through depth", "block", "β")
     for i, kind in enumerate(kinds(result)):
-        layers = [l for l in result["layers"] if l["kind"] == kind and (l.get("extra") or {}).get("aces")]
+        layers = [layer for layer in result["layers"] if layer["kind"] == kind and (layer.get("extra") or {}).get("aces")]
         if layers:
-            fig.add_trace(go.Scatter(x=[l["block"] for l in layers], y=[l["extra"]["aces"]["beta"] for l in layers],
+            fig.add_trace(go.Scatter(x=[layer["block"] for layer in layers], y=[layer["extra"]["aces"]["beta"] for layer in layers],
                                      mode="lines+markers", name=kind, line=dict(color=COLORS[i % len(COLORS)])))
     return fig if fig.data else empty("the ACES search exists for saes-svd runs")
 
@@ -262,8 +262,8 @@ def rank_depth_figure(runs: list[tuple[str, dict]]) -> go.Figure:
     for r, (name, result) in enumerate(runs):
         blocks = sorted({b["block"] for b in result.get("blocks", [])})
         for i, kind in enumerate(kinds(result)):
-            share = {l["block"]: l["rank"] / (l["shape"][0] * l["shape"][1] / sum(l["shape"]))
-                     for l in result["layers"] if l["kind"] == kind and l.get("rank")}
+            share = {layer["block"]: layer["rank"] / (layer["shape"][0] * layer["shape"][1] / sum(layer["shape"]))
+                     for layer in result["layers"] if layer["kind"] == kind and layer.get("rank")}
             ys = [share.get(b, 1.0) for b in blocks]
             last = r == len(runs) - 1
             fig.add_trace(go.Scatter(

@@ -86,6 +86,8 @@ class RunRecord:
     scores: dict = field(default_factory=dict)         # ppl_original, ppl_compressed, kl_to_original, ...
     extra_ppl: dict = field(default_factory=dict)      # evaluation set -> perplexity of the compressed model
     extra_ppl_original: dict = field(default_factory=dict)
+    dev_ppl: float | None = None                       # development text (calibration domain, never calibrated on)
+    dev_ppl_original: float | None = None
     tasks: dict | None = None
     placement: dict = field(default_factory=dict)
     device: str = "cpu"

@@ -26,7 +26,7 @@ from .config import RunConfig, split_list, with_preset
 from .errors import ConfigError
 
 PROTOCOL_FIELDS = ("model", "revision", "calib", "calib_samples", "seq_len", "eval_source", "eval_windows",
-                   "extra_eval", "batch_size", "precision", "dtype", "preset", "refine_steps", "refine_lr",
+                   "extra_eval", "dev_windows", "batch_size", "precision", "dtype", "preset", "refine_steps", "refine_lr",
                    "refine_batch", "refine_params")
 ADDRESS_TIMEOUT = 3.0
 
@@ -51,7 +51,6 @@ def add_sweep_parser(sub) -> None:
     s.add_argument("--calib-samples", type=_integer(1))
     s.add_argument("--batch-size", type=_integer(1))
     s.add_argument("--precision", choices=("auto", "float32", "bfloat16"))
-    s.add_argument("--extra-eval", type=split_list, help="more evaluation sets for perplexity, e.g. ptb,lambada")
     s.add_argument("--stats-cache", help="folder of cached statistics")
     s.add_argument("--no-stats-cache", dest="stats_cache", action="store_const", const="off")
 

@@ -33,6 +33,7 @@ def _numbers(c: RunConfig) -> None:
     _integer("seq_len", c.seq_len, 2)
     _integer("refine_steps", c.refine_steps, 0)
     _integer("seed", c.seed, 0)
+    _integer("dev_windows", c.dev_windows, 0)
     if c.eval_windows is not None:
         _integer("eval_windows", c.eval_windows, 0)
     if c.limit is not None:

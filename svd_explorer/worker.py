@@ -106,8 +106,8 @@ class JobManager:
             job.status, job.started = "running", time.time()
         timer = None
         if self.time_limit:
-            minutes = f"{self.time_limit / 60:g} minute" + ("" if self.time_limit == 60 else "s")
-            timer = threading.Timer(self.time_limit, job.stop, [f"the {minutes} limit per job was reached"])
+            span = f"{self.time_limit / 60:g}-minute" if self.time_limit >= 60 else f"{self.time_limit:g}-second"
+            timer = threading.Timer(self.time_limit, job.stop, [f"the {span} limit per job was reached"])
             timer.daemon = True
             timer.start()
         try:

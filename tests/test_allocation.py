@@ -2,9 +2,16 @@
 the water-filling do what they claim on data where the answer is known."""
 import pytest
 import torch
-from conftest import ARCHITECTURES, tiny_model
+from conftest import tiny_model
 
-from svd_explorer.allocation import ALLOCATIONS, AllocationContext, get_allocation, kept_params, max_rank, target_params
+from svd_explorer.allocation import (
+    ALLOCATIONS,
+    AllocationContext,
+    get_allocation,
+    kept_params,
+    max_rank,
+    target_params,
+)
 from svd_explorer.allocation.depth import default_block_count, last_k_ratios, ramp_ratios
 from svd_explorer.allocation.loss import greedy_ranks, whitened_loss
 from svd_explorer.allocation.sensitivity import search_threshold

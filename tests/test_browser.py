@@ -1,13 +1,18 @@
-"""One real browser: headless Chromium opens the page, starts a small compression, waits for the spectra."""
+"""A real browser: headless Chromium opens the page as a newcomer would and uses it."""
 import importlib.util
 import os
+import time
 
 import pytest
+
+from svd_explorer.methods import REGISTRY
 
 pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TABS = ["Run", "Spectra", "Depth error", "Ranks", "ACES search", "Refinement", "Compare runs", "Side by side",
+        "Zero-shot", "Download"]
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +29,69 @@ def browser():
         chromium.close()
 
 
-def test_page_compresses_and_draws_the_spectra(app, browser, tmp_path):
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+def status(page) -> str:
+    return page.locator("#status").inner_text()
+
+
+def open_page(app, browser, width=1280, height=800):
+    page = browser.new_page(viewport={"width": width, "height": height})
     page.goto(app.local_url)
     page.wait_for_selector("#budget table", timeout=60_000)  # the budget is shown before anything runs
+    return page
+
+
+def choose_method(page, name):
+    page.get_by_label("Method").click()
+    page.get_by_role("option", name=REGISTRY[name].title).click()
+
+
+def test_every_tab_is_visible_at_1280_and_nothing_meaningless_shows_before_a_run(app, browser):
+    page = open_page(app, browser)
+    for name in TABS:
+        assert page.get_by_role("tab", name=name, exact=True).is_visible(), name
+    assert page.get_by_label("block").count() == 0 or not page.get_by_label("block").first.is_visible()
+    cells = page.locator("#budget td")
+    assert all("\n" not in cells.nth(i).inner_text() for i in range(cells.count()))   # the table does not wrap
+
+
+def test_default_options_run_aces_and_the_page_follows_the_job(app, browser, tmp_path):
+    page = open_page(app, browser)
+    for accordion in ("Calibration and evaluation", "Method options", "Allocation options and refinement",
+                      "What the budget means"):
+        page.get_by_text(accordion, exact=True).click()
+    choose_method(page, "saes-svd")
     page.locator("#compress").click()
     page.wait_for_function("document.querySelector('#status').innerText.includes('Done')", timeout=180_000)
+    run = list(app.store.runs.values())[-1].result
+    assert run["options"] == {o.name: o.default for o in REGISTRY["saes-svd"].options}
+    assert all(0.25 <= layer["extra"]["aces"]["beta"] <= 0.75 for layer in run["layers"])
+    page.get_by_role("tab", name="ACES search").click()
+    page.wait_for_selector("#aces .js-plotly-plot", timeout=60_000)
+    legend = page.locator("#aces .legendtext").evaluate_all("els => els.map(e => e.textContent)")
+    assert "coefficients tried" in legend and "chosen (exact)" in legend
     page.get_by_role("tab", name="Spectra").click()
     page.wait_for_selector("#spectrum .js-plotly-plot", timeout=60_000)
     assert page.locator("#spectrum .js-plotly-plot .scatterlayer .trace").count() == 2
     page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
     assert (tmp_path / "app.png").stat().st_size > 10_000
+
+
+def test_the_status_moves_during_a_slow_phase_and_stop_is_acknowledged_at_once(app, browser):
+    page = open_page(app, browser)
+    choose_method(page, "aa-svd")
+    page.get_by_text("Allocation options and refinement", exact=True).click()
+    steps = page.get_by_label("number input for steps per block")
+    steps.fill("1000")
+    steps.press("Enter")
+    page.locator("#compress").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Running')", timeout=60_000)
+    seen = set()
+    for _ in range(8):
+        seen.add(status(page))
+        time.sleep(0.5)
+    assert len(seen) >= 3, seen                        # never the same line for seconds while work goes on
+    start = time.time()
+    page.locator("#stop").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Stopping')", timeout=2_000)
+    assert time.time() - start < 2
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Stopped')", timeout=60_000)

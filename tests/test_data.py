@@ -1,17 +1,19 @@
 """Text sources, windows, and the save / load round trip."""
-import json
 
 import pytest
 import torch
-from conftest import ARCHITECTURES, SAMPLE_TEXT, tiny_ids, tiny_model
+from conftest import SAMPLE_TEXT
 
-from svd_explorer.data import DataError, consecutive_windows, disjoint_windows, load_text, random_starts, random_windows, tokenize
-from svd_explorer.errors import ModelLoadError
-from svd_explorer.layout import count_parameters
-from svd_explorer.loading import load_compressed, load_model
-from svd_explorer.methods import get_method
-from svd_explorer.pipeline import compress_model
-from svd_explorer.saving import save_compressed
+from svd_explorer.data import (
+    DataError,
+    consecutive_windows,
+    disjoint_windows,
+    load_text,
+    random_starts,
+    random_windows,
+    tokenize,
+)
+from svd_explorer.loading import load_model
 
 
 def test_text_files_of_every_format(tmp_path, text_file):

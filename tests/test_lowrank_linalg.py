@@ -2,8 +2,15 @@
 import pytest
 import torch
 
-from svd_explorer.linalg import (DecompositionError, captured_ratio, singular_values, truncate, weighted_error,
-                                 whiten, whitened_fit)
+from svd_explorer.linalg import (
+    DecompositionError,
+    captured_ratio,
+    singular_values,
+    truncate,
+    weighted_error,
+    whiten,
+    whitened_fit,
+)
 from svd_explorer.lowrank import BudgetError, LowRankLinear, break_even_rank, check_ratio, rank_for_ratio
 
 

@@ -2,15 +2,20 @@
 import pytest
 import torch
 
+from svd_explorer.allocation.depth import default_block_count
 from svd_explorer.linalg import captured_ratio, truncate, weighted_error, whiten, whitened_fit
 from svd_explorer.methods import REGISTRY, Budget, get_method, list_methods
-from svd_explorer.allocation.depth import default_block_count
 from svd_explorer.methods.aa_svd import anchored_fit
 from svd_explorer.methods.fwsvd import fisher_weighted_fit
 from svd_explorer.methods.ressvd import two_stage_fit
+from svd_explorer.methods.saes_svd import (
+    exact_captured,
+    objective_parts,
+    surrogate_candidates,
+    surrogate_tail,
+    surrogate_terms,
+)
 from svd_explorer.refine import lr_multiplier
-from svd_explorer.methods.saes_svd import (exact_captured, objective_parts, surrogate_candidates, surrogate_tail,
-                                           surrogate_terms)
 from svd_explorer.stats import Accumulator
 
 M, N, T = 20, 24, 300

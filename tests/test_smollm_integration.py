@@ -4,7 +4,6 @@ Small settings keep this fast (calibration 16 x 256 tokens of Wikipedia paragrap
 8 x 256 tokens of WikiText-2 test); the benchmark (make bench) uses the papers' protocol.
 """
 import pytest
-import torch
 
 from svd_explorer.data import text_windows
 from svd_explorer.methods import get_method

@@ -12,8 +12,6 @@ the loss relative; `normalize=none` uses raw σ². The default was chosen on dev
 """
 from __future__ import annotations
 
-
-
 from .base import Allocated, Allocation, NeedsData, Option, fill, kept_params, max_rank, target_params
 
 

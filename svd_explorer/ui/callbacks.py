@@ -14,7 +14,9 @@ from ..allocation import ALLOCATIONS
 from ..comparison import ComparisonError, aggregate, read_folder, read_zip
 from ..config import with_preset
 from ..data import DataError, check_source, data_dir
-from ..engine import budget_summary, export, resolve_evaluation, run as run_engine, zero_shot as engine_zero_shot
+from ..engine import budget_summary, export, resolve_evaluation
+from ..engine import run as run_engine
+from ..engine import zero_shot as engine_zero_shot
 from ..errors import ConfigError, ModelLoadError
 from ..evaluation import available_tasks
 from ..generation import side_by_side
@@ -192,14 +194,14 @@ def task_choices(store: Store) -> tuple[list[str], str]:
 # Following a job: the one loop every long action uses
 # ---------------------------------------------------------------------------------------------
 
-def follow(store: Store, job, render):
-    """Yield render(job) every TICK seconds until the job ends, then once more. If the visitor goes away
-    (the generator is closed), the job is stopped."""
+def follow(store: Store, job):
+    """Yield the job every TICK seconds until it ends, then once more. If the visitor goes away (the
+    generator is closed), the job is stopped."""
     try:
         while not job.done:
-            yield render(job)
+            yield job
             time.sleep(TICK)
-        yield render(job)
+        yield job
     except GeneratorExit:
         store.jobs.cancel(job, "the page was closed")
         raise
@@ -247,6 +249,11 @@ def load_interruptibly(store: Store, source: str, job):
         thread.join(0.2)
     if "error" in holder:
         raise holder["error"]
+    placement = holder["model"].placement or {}
+    if placement:
+        from ..offload import Placement
+
+        job.emit("status", f"placement: {Placement(**placement).sentence()}")
     return holder["model"]
 
 
@@ -282,7 +289,7 @@ def compress(store: Store, session: str, **v):
     yield {"status": texts.job_status(job, store.jobs.position(job), None), "ratio_message": "",
            "model_message": "", "run_box": {"__type__": "update", "choices": live, "value": LIVE}}
     total = None
-    for job in follow(store, job, lambda j: j):
+    for _ in follow(store, job):
         total = total or _total_projections(job)
         yield _live_view(store, session, job, config, total, v)
     yield _finish(store, session, job, config, label)
@@ -399,7 +406,8 @@ def open_sweep(store: Store, session: str, sweep_folder, sweep_zip, compare_metr
 
 def generate(store: Store, session: str, run_box, prompt, new_tokens, temperature):
     run = store.get(session, run_box) if run_box != LIVE else None
-    if run is None or run.model is None:
+    model = run.model if run is not None else None      # one reference: the store may release it meanwhile
+    if model is None:
         why = "run a compression first" if run is None else \
             "this run's compressed model was released to save memory (figures stay): run it again"
         yield {"original_out": f"({why})", "compressed_out": f"({why})"}
@@ -408,19 +416,20 @@ def generate(store: Store, session: str, run_box, prompt, new_tokens, temperatur
         store.limits.check_values(new_tokens=new_tokens)
         original = store.models.get(run.source, store.limits.token)
         yield {"original_out": "(generating…)", "compressed_out": "(generating…)"}
-        texts_seen = ["", ""]
-        for texts_seen in side_by_side([original.model, run.model], run.tokenizer, prompt or "", int(new_tokens),
-                                       float(temperature or 0)):
-            yield {"original_out": texts_seen[0], "compressed_out": texts_seen[1] or "(nothing yet…)"}
-        yield {"original_out": texts_seen[0] or "(the model stopped at once: it emitted an end token)",
-               "compressed_out": texts_seen[1] or "(the model stopped at once: it emitted an end token)"}
+        seen = ["", ""]
+        for seen in side_by_side([original.model, model], run.tokenizer, prompt or "", int(new_tokens),
+                                 float(temperature or 0)):
+            yield {"original_out": seen[0], "compressed_out": seen[1] or "(nothing yet…)"}
+        yield {"original_out": seen[0] or "(the model stopped at once: it emitted an end token)",
+               "compressed_out": seen[1] or "(the model stopped at once: it emitted an end token)"}
     except PROBLEMS as err:
         yield {"original_out": f"Error: {message(err)}", "compressed_out": f"Error: {message(err)}"}
 
 
 def zero_shot(store: Store, session: str, run_box, tasks, limit):
     run = store.get(session, run_box) if run_box != LIVE else None
-    if run is None or run.model is None:
+    model = run.model if run is not None else None
+    if model is None:
         yield {"zero_status": "Run a compression first (one whose model is still in memory)."}
         return
     try:
@@ -429,11 +438,11 @@ def zero_shot(store: Store, session: str, run_box, tasks, limit):
         chosen = [t for t in (tasks or []) if t in allowed]
         if not chosen:
             raise ConfigError("choose at least one of the tasks offered")
-        job = store.jobs.submit(session, "zero-shot", _zero_shot_work(store, run, chosen, int(limit)))
+        job = store.jobs.submit(session, "zero-shot", _zero_shot_work(store, run, model, chosen, int(limit)))
     except PROBLEMS as err:
         yield {"zero_status": f"Error: {message(err)}"}
         return
-    for job in follow(store, job, lambda j: j):
+    for _ in follow(store, job):
         yield {"zero_status": texts.job_status(job, store.jobs.position(job), None)}
     problem = ended(job)
     store.jobs.discard(job)
@@ -448,13 +457,13 @@ def zero_shot(store: Store, session: str, run_box, tasks, limit):
            "zero_table": rows, "zero_plot": plots.zero_shot_figure(scores)}
 
 
-def _zero_shot_work(store: Store, run, tasks: list[str], limit: int):
+def _zero_shot_work(store: Store, run, model, tasks: list[str], limit: int):
     def work(job):
-        original = load_interruptibly(store, run.source, job)
-        lm = type(original)(original.model, run.tokenizer, original.source, original.description)
         from ..pipeline import cancel_check
 
-        return engine_zero_shot(lm, run.model, tasks, limit, None, job.emit, cancel_check(job.cancel))
+        original = load_interruptibly(store, run.source, job)
+        lm = type(original)(original.model, run.tokenizer, original.source, original.description)
+        return engine_zero_shot(lm, model, tasks, limit, None, job.emit, cancel_check(job.cancel))
     return work
 
 
@@ -463,18 +472,22 @@ def prepare_download(store: Store, session: str, run_box) -> dict:
     run = store.get(session, run_box) if run_box != LIVE else None
     if run is None:
         return {"download_info": "Run a compression first."}
+    model = run.model
     folder, ready = store.download_folder(run)
     result_path = folder / f"run-{run.id}.json"
     if not ready:
         result_path.write_text(json.dumps(run.result, indent=1))
-    if run.model is None:
+    if model is None:
         return {"download_info": "This run's compressed model was released to save memory: only its JSON result "
                                  "is available.", "json_file": str(result_path), "model_file": None}
     archive = folder / f"compressed-{run.id}.zip"
-    if not archive.exists():
-        export(run.record, run.model, run.tokenizer, folder / "model")
-        shutil.make_archive(str(archive.with_suffix("")), "zip", folder / "model")
-        shutil.rmtree(folder / "model")
+    try:
+        if not archive.exists():
+            export(run.record, model, run.tokenizer, folder / "model")
+            shutil.make_archive(str(archive.with_suffix("")), "zip", folder / "model")
+            shutil.rmtree(folder / "model")
+    except OSError:       # the store released this run's model and its download meanwhile
+        return {"download_info": "The download expired while it was written: prepare it again."}
     return {"download_info": _sizes(store, run, archive.stat().st_size), "model_file": str(archive),
             "json_file": str(result_path)}
 

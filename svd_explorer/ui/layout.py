@@ -12,7 +12,6 @@ import gradio as gr
 from .. import plots
 from ..allocation import ALLOCATIONS
 from ..config import DEFAULT_MODEL
-from ..devices import resolve_device
 from ..generation import EXAMPLES
 from ..loading import EMBEDDED
 from ..methods import REGISTRY
@@ -95,10 +94,10 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
 
 def _header(page: Page, default_model: str) -> None:
     limits = page.store.limits
-    models = [(f"{k} (embedded)", k) for k in EMBEDDED] + [(m, m) for m in (
-        [default_model] if default_model not in EMBEDDED else []) + [m for m in limits.models if m not in EMBEDDED
-                                                                   and m != default_model and limits.public]]
-    device = resolve_device("auto")
+    listed = list(dict.fromkeys([default_model, *limits.models])) if limits.public else \
+        list(dict.fromkeys([*EMBEDDED, default_model]))
+    models = [(f"{m} (embedded)" if m in EMBEDDED else m, m) for m in listed]
+    device = page.store.models.device
     gr.Markdown("# SVD Explorer\nLow-rank (SVD-based) compression of causal language models: pick a model, a method, "
                 "an allocation and a budget; watch the compression block by block; then compare the runs and talk "
                 f"to the result. <small>Computing on **{device}**"

@@ -36,30 +36,36 @@ BOUNDS = {
 
 @dataclass(frozen=True)
 class Limits:
-    public: bool = False
-    models: tuple = PUBLIC_MODELS
-    calib_samples: int = 256
-    seq_len: int = 2048
-    eval_windows: int = 200
-    refine_steps: int = 1000
-    refine_batch: int = 32
-    zero_shot_limit: int = 1000
-    new_tokens: int = 512
-    job_seconds: int = 0
-    queue: int = 32
-    models_kept: int = 4
-    upload_mb: int = 200
-    download_seconds: int = 3600
-    max_params: int = 0
+    public: bool
+    models: tuple
+    calib_samples: int
+    seq_len: int
+    eval_windows: int
+    refine_steps: int
+    refine_batch: int
+    zero_shot_limit: int
+    new_tokens: int
+    job_seconds: int
+    queue: int
+    models_kept: int
+    upload_mb: int
+    download_seconds: int
+    max_params: int
+
+    @classmethod
+    def of(cls, public: bool = False, **overrides) -> "Limits":
+        """Public or local values from BOUNDS, with some replaced (tests, and from_env)."""
+        values = {name: public_value if public else local_value
+                  for name, (_, public_value, local_value) in BOUNDS.items()}
+        return cls(public=public, **{"models": PUBLIC_MODELS, **values, **overrides})
 
     @classmethod
     def from_env(cls, public: bool | None = None) -> "Limits":
         public = os.environ.get("SVD_EXPLORER_PUBLIC", "0") not in ("0", "", "false") if public is None else public
-        values = {name: int(os.environ.get(var, public_value if public else local_value))
-                  for name, (var, public_value, local_value) in BOUNDS.items()}
+        values = {name: int(os.environ[var]) for name, (var, _, _) in BOUNDS.items() if var in os.environ}
         models = tuple(m.strip() for m in os.environ.get("SVD_EXPLORER_MODELS", ",".join(PUBLIC_MODELS)).split(",")
                        if m.strip())
-        return cls(public=public, models=models, **values)
+        return cls.of(public, models=models, **values)
 
     def with_(self, **changes) -> "Limits":
         return replace(self, **changes)
@@ -75,8 +81,8 @@ class Limits:
 
     def check_model(self, source: str) -> None:
         """Refuse, in one line, a model this Space does not load (before anything is downloaded but a config)."""
-        from ..loading import read_config, source_kind
         from ..layout import count_parameters, meta_model
+        from ..loading import read_config, source_kind
 
         source = (source or "").strip()
         if not self.public or source in self.models:

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..loading import LoadedModel, load_model
+from ..loading import LoadedModel
 from ..worker import JobManager
 from .limits import Limits
 
@@ -33,17 +33,22 @@ class Run:
 
 
 class ModelCache:
-    """Original models by source, shared by the sessions; the least recently used goes first."""
+    """Original models by source, shared by the sessions, on the app's device; the least recently used goes
+    first."""
 
-    def __init__(self, size: int = 2):
+    def __init__(self, size: int = 2, device: str = "auto"):
+        from ..devices import resolve_device
+
         self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
         self.loading: dict[str, threading.Lock] = {}
+        self.device = resolve_device(device)
 
     def peek(self, source: str) -> LoadedModel | None:
         with self.lock:
             return self.items.get(source)
 
     def get(self, source: str, token=None) -> LoadedModel:
+        """The model, loaded as the engine would: the memory check first, offloaded when it does not fit."""
         with self.lock:
             if source in self.items:
                 self.items.move_to_end(source)
@@ -53,7 +58,10 @@ class ModelCache:
             cached = self.peek(source)
             if cached is not None:
                 return cached
-            loaded = load_model(source, token=token)
+            from ..config import with_preset
+            from ..engine import load_for
+
+            loaded, _ = load_for(with_preset("demo", model=source, device=str(self.device)), token=token)
             with self.lock:
                 self.items[source] = loaded
                 while len(self.items) > self.size:

@@ -1,0 +1,149 @@
+"""Public mode: what a stranger can send is bounded, refused with a message, or cleaned up after them."""
+import os
+import threading
+import time
+
+import psutil
+import pytest
+from conftest import launch_app
+
+from svd_explorer.errors import ConfigError
+from svd_explorer.ui.layout import COMPRESS, DOWNLOAD
+from svd_explorer.ui.limits import BOUNDS, PUBLIC_MODELS, Limits
+
+
+def test_public_mode_comes_from_the_environment_and_every_limit_can_be_overridden(monkeypatch):
+    monkeypatch.setenv("SVD_EXPLORER_PUBLIC", "1")
+    monkeypatch.setenv("SVD_EXPLORER_MAX_REFINE_STEPS", "50")
+    limits = Limits.from_env()
+    assert limits.public and limits.refine_steps == 50 and limits.token is False
+    assert limits.calib_samples == BOUNDS["calib_samples"][1] and limits.models == PUBLIC_MODELS
+    assert {var for var, _, _ in limits.describe()} == {var for var, _, _ in BOUNDS.values()}
+    monkeypatch.setenv("SVD_EXPLORER_PUBLIC", "0")
+    assert not Limits.from_env().public and Limits.from_env().token is None
+
+
+def test_public_mode_loads_only_listed_models(tiny_folder):
+    limits = Limits.of(True)
+    limits.check_model("smollm2-135m")
+    with pytest.raises(ConfigError, match="local folders cannot be loaded on this public Space"):
+        limits.check_model(str(tiny_folder))
+    with pytest.raises(ConfigError, match="this public Space only loads smollm2-135m"):
+        limits.check_model("someone/some-7b-model")
+    Limits.of(True, models=(str(tiny_folder),)).check_model(str(tiny_folder))   # an operator's explicit choice
+    with pytest.raises(ConfigError, match="refine steps is at most 10 here"):
+        Limits.of(refine_steps=10).check_values(refine_steps=11)
+
+
+@pytest.fixture
+def public_app(tiny_folder):
+    limits = Limits.of(True, models=(str(tiny_folder),), calib_samples=8, seq_len=64, eval_windows=4,
+                    refine_steps=2000, refine_batch=2, zero_shot_limit=20, new_tokens=16, job_seconds=10, queue=3,
+                    models_kept=1, upload_mb=1, download_seconds=2)
+    demo = launch_app(tiny_folder, limits)
+    yield demo
+    demo.close()
+
+
+def client(app):
+    from gradio_client import Client
+
+    return Client(app.local_url, verbose=False)
+
+
+def compress(c, **kw):
+    return c.submit(api_name="/compress", **{"calib": "self", "method": "svd", "ratio": 0.3, **kw})
+
+
+def last(job) -> dict:
+    outputs = list(job)
+    return dict(zip(COMPRESS, outputs[-1]))
+
+
+def test_strangers_inputs_are_bounded_or_refused(public_app, tiny_folder, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    c = client(public_app)
+    with pytest.raises(AppError, match="is not in the list of choices"):       # no path into the server
+        compress(c, model=str(tmp_path)).result()
+    with pytest.raises(AppError, match="greater than maximum value 2000"):
+        compress(c, method="aa-svd", refine_steps=10**6).result()
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"x" * (2 << 20))
+    with pytest.raises(Exception, match="(?i)size|large|413"):
+        compress(c, calib_file=handle_file(str(big))).result()
+    assert last(compress(c))["status"].startswith("Done")
+
+
+def test_a_job_past_the_time_limit_ends_with_the_reason(public_app):
+    out = last(compress(client(public_app), method="aa-svd", refine_steps=2000))
+    assert out["status"].startswith("Stopped") and "10-second limit per job" in out["status"]
+
+
+def test_a_full_queue_says_so_and_the_page_keeps_answering(public_app):
+    clients = [client(public_app) for _ in range(4)]
+    jobs = [compress(c, method="aa-svd", refine_steps=2000) for c in clients]
+    finals = [last(j)["status"] for j in jobs]
+    assert any("the Space is busy" in s for s in finals)
+    assert all(s.startswith(("Stopped", "Done", "Error: the Space is busy")) for s in finals), finals
+
+
+def test_closing_the_page_cancels_its_job(public_app):
+    c = client(public_app)
+    job = compress(c, method="aa-svd", refine_steps=2000)
+    for out in job:
+        if "Running" in out[0]:
+            break
+    store = public_app.store
+    running = next(j for j in store.jobs.jobs.values() if not j.done)
+    c.close()                      # the visitor's page goes away: its heartbeat stops
+    deadline = time.time() + 20
+    while not running.done and time.time() < deadline:
+        time.sleep(0.2)
+    assert running.status == "cancelled" and running.stop_reason in ("the page was closed",
+                                                                     "the 10-second limit per job was reached")
+
+
+def visitor(app, index: int, outcomes: list) -> None:
+    """One simulated visitor: compress, generate, download; every step must answer with a result or a message."""
+    c = client(app)
+    try:
+        status = last(compress(c, ratio=0.2 + 0.02 * index))["status"]
+        if not status.startswith("Done"):
+            outcomes.append(("limited", status))
+            return
+        original, compressed = c.predict(api_name="/generate", run_box=None, prompt="Hi", new_tokens=8, temperature=0)
+        download = dict(zip(DOWNLOAD, c.predict(api_name="/export", run_box=None)))
+        outcomes.append(("done", status, compressed, download["download_info"]))
+    except Exception as err:  # noqa: BLE001 - recorded, then asserted on
+        outcomes.append(("error", repr(err)))
+    finally:
+        c.close()
+
+
+def test_eight_visitors_get_answers_and_leave_nothing_behind(tiny_folder):
+    """A bounded load test on loopback: 8 visitors at once, then memory and temporary files back to their bound."""
+    limits = Limits.of(True, models=(str(tiny_folder),), queue=8, models_kept=2, download_seconds=1, job_seconds=120,
+                       calib_samples=8, seq_len=64, eval_windows=4)
+    demo = launch_app(tiny_folder, limits)
+    process = psutil.Process(os.getpid())
+    try:
+        before = process.memory_info().rss
+        outcomes: list = []
+        threads = [threading.Thread(target=visitor, args=(demo, i, outcomes)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=600)
+        assert len(outcomes) == 8 and not [o for o in outcomes if o[0] == "error"], outcomes
+        assert all(o[0] == "done" or "busy" in o[1] for o in outcomes)
+        store = demo.store
+        assert sum(r.model is not None for r in store.runs.values()) <= limits.models_kept
+        time.sleep(limits.download_seconds + 0.5)
+        store.expire_downloads()
+        assert store.bytes_on_disk() == 0
+        assert not any(not j.done for j in store.jobs.jobs.values())
+        assert process.memory_info().rss - before < 600 * 2**20     # stated bound: tiny models + caches
+    finally:
+        demo.close()

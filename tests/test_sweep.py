@@ -1,0 +1,79 @@
+"""Sweeps on a local Ray with 2 CPUs and a tiny model: results, resume, refusal of another protocol, failures."""
+import json
+import time
+
+import pytest
+
+from svd_explorer.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def sweep(tiny_folder, text_file, out, *extra, methods="svd,svd-llm", ratios="0.2,0.4"):
+    return main(["sweep", "--model", str(tiny_folder), "--methods", methods, "--ratios", ratios, "--seeds", "0",
+                 "--calib", str(text_file), "--eval", str(text_file), "--seq-len", "16", "--calib-samples", "4",
+                 "--eval-windows", "2", "--batch-size", "2", "--cpus-per-run", "1", "--out", str(out), *extra])
+
+
+def results(out):
+    return {p.name: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))}
+
+
+def test_a_sweep_runs_every_configuration_then_resumes_only_what_is_missing(tiny_folder, text_file, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert sweep(tiny_folder, text_file, out) == 0
+    first = results(out)
+    assert len(first) == 4 and all(r["status"] == "done" for r in first.values())
+    assert {r["method"] for r in first.values()} == {"svd", "svd-llm"}
+    summary = (out / "summary.md").read_text()
+    assert "| svd-llm | auto | auto | 0.2 | 1 |" in summary and (out / "pareto.html").stat().st_size > 10_000
+    assert "svd-llm" in (out / "summary.csv").read_text()
+    assert all(r["calib_forward_seconds"] > 0 for r in first.values())
+    removed = sorted(first)[0]
+    (out / "runs" / removed).unlink()
+    stamps = {name: (out / "runs" / name).stat().st_mtime for name in first if name != removed}
+    capsys.readouterr()
+    time.sleep(0.05)
+    assert sweep(tiny_folder, text_file, out) == 0
+    assert "4 runs, 3 already done, 1 to do" in capsys.readouterr().err
+    again = results(out)
+    assert set(again) == set(first)
+    assert all((out / "runs" / name).stat().st_mtime == stamp for name, stamp in stamps.items())
+    assert again[removed]["ppl_compressed"] == pytest.approx(first[removed]["ppl_compressed"], rel=1e-6)
+    assert sweep(tiny_folder, text_file, out, "--eval-windows", "3") == 2
+    assert "eval_windows was 2, now 3" in capsys.readouterr().err
+
+
+def test_a_failing_run_is_retried_recorded_and_does_not_stop_the_others(tiny_folder, tmp_path):
+    """Sensitivity needs development text outside the calibration windows; this text is too short for it,
+    which only shows once the run works: those runs fail (twice: Ray retries once), the uniform ones finish."""
+    short = tmp_path / "short.txt"
+    short.write_text("The quick brown fox jumps over the lazy dog. " * 2)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--model", str(tiny_folder), "--methods", "svd", "--allocations", "uniform,sensitivity",
+                 "--ratios", "0.3", "--calib", str(short), "--eval", str(short), "--seq-len", "16",
+                 "--calib-samples", "8", "--eval-windows", "2", "--batch-size", "2", "--cpus-per-run", "1",
+                 "--out", str(out)]) == 0
+    rows = {r["config"]["allocation"]: r for r in results(out).values()}
+    assert rows["uniform"]["status"] == "done"
+    assert rows["sensitivity"]["status"] == "failed" and "not enough text" in rows["sensitivity"]["error"]
+    assert rows["sensitivity"]["attempts"] == 2
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--methods", "svd,magic"], "unknown method 'magic'"),
+    (["--ratios", "0.2,1.5"], "--ratios: 1.5 is outside (0, 1)"),
+    (["--seeds", "x"], "--seeds: 'x' is not a whole number"),
+    (["--address", "ray://127.0.0.1:1"], "cannot be reached"),
+])
+def test_bad_sweeps_are_refused_before_any_task_starts(tiny_folder, text_file, tmp_path, extra, message, capsys):
+    start = time.time()
+    args = ["sweep", "--model", str(tiny_folder), "--methods", "svd", "--ratios", "0.2", "--calib", str(text_file),
+            "--seq-len", "16", "--calib-samples", "4", "--out", str(tmp_path / "s")]
+    for flag in extra[::2]:
+        index = args.index(flag) if flag in args else None
+        if index is not None:
+            del args[index:index + 2]
+    assert main(args + extra) == 2
+    assert message in capsys.readouterr().err and time.time() - start < 20
+    assert not (tmp_path / "s" / "runs").exists() or not list((tmp_path / "s" / "runs").iterdir())
