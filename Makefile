@@ -1,13 +1,14 @@
 # make install   build .venv (CPU torch from the pinned requirements, the embedded model, this package)
 # make test      install if needed, then run the whole test suite
 # make run       start the app on http://localhost:7860
-# make bench     method benchmark table (bench/methods.py); make bench-zeroshot for lm-eval accuracies
+# make bench     the methods x allocations table as a resumable sweep (bench/methods.py; hours on a CPU)
+# make bench-zeroshot, bench-cache, bench-presets, screenshots: the README's other measurements
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PYTEST ?= -q
 
-.PHONY: install test run bench bench-zeroshot browser-deps clean
+.PHONY: install test run bench bench-zeroshot bench-cache bench-presets screenshots browser-deps clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +39,15 @@ bench: install
 
 bench-zeroshot: install
 	$(PY) bench/zero_shot.py
+
+bench-cache: install
+	$(PY) bench/cache.py
+
+bench-presets: install
+	$(PY) bench/presets.py
+
+screenshots: install browser-deps
+	$(PY) bench/screenshot.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

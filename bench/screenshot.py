@@ -1,9 +1,11 @@
-"""Screenshots of the real app for the README: launches it on the embedded model, compresses in Chromium.
+"""Screenshots of the real app for the README, from a walk a newcomer would take, offline.
 
-    python bench/screenshot.py [--methods svd-llm,saes-svd] [--out assets]
+    python bench/screenshot.py [--methods ressvd,saes-svd] [--out assets] [--width 1280]
 
-Runs the methods one after the other (so the comparison tab has several runs); the "running" shot is
-taken while the last one compresses, the tab shots once it is done.
+Launches the app on the embedded model in this process, opens it in headless Chromium at 1280 px,
+opens every accordion, compresses with each method in turn (so the comparison has several runs),
+takes the "running" shot while the last one compresses, then one shot per tab once it is done,
+including a side-by-side generation.
 """
 from __future__ import annotations
 
@@ -15,13 +17,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = {"Spectra": "app-spectra", "Depth error": "app-depth-error", "Ranks": "app-ranks",
+         "ACES search": "app-aces-search", "Compare runs": "app-compare-runs"}
+
+
+def wait_status(page, text: str, timeout_s: int) -> None:
+    page.wait_for_function(f"document.querySelector('#status').innerText.includes({text!r})", timeout=timeout_s * 1000)
+
+
+def compress(page, title: str, ratio: float, last: bool, out: Path) -> None:
+    page.get_by_label("Method").click()
+    page.get_by_role("option", name=title).click()
+    ratio_box = page.locator("#ratio input")
+    ratio_box.fill(str(ratio))
+    ratio_box.press("Tab")
+    page.locator("#compress").click()
+    if last:
+        page.get_by_role("tab", name="Spectra").click()
+        wait_status(page, "projection 8 ", 900)
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(out / "app-running.png"))
+    wait_status(page, "Done", 1800)
+    page.wait_for_timeout(3000)
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--methods", default="svd-llm,saes-svd")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default="ressvd,saes-svd")
+    parser.add_argument("--ratio", type=float, default=0.2)
     parser.add_argument("--out", default="assets")
-    parser.add_argument("--tabs", default="Spectra,Error through depth,ACES search,Compare runs")
+    parser.add_argument("--width", type=int, default=1280)
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -34,28 +59,23 @@ def main():
     out.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1200})
+        page = browser.new_page(viewport={"width": args.width, "height": 900})
         page.goto(demo.local_url)
-        page.wait_for_selector("#budget table", timeout=120_000)
+        page.wait_for_selector("#budget table", timeout=300_000)
+        for accordion in ("Calibration and evaluation", "Method options", "Allocation options and refinement"):
+            page.get_by_text(accordion, exact=True).click()
+        page.screenshot(path=str(out / "app-start.png"))
         methods = args.methods.split(",")
         for i, name in enumerate(methods):
-            page.get_by_label("Method").click()
-            page.get_by_role("option", name=REGISTRY[name].title).click()
-            page.locator("#compress").click()
-            if i == len(methods) - 1:
-                page.get_by_role("tab", name="Spectra").click()
-                try:  # the new run's own figures, a few projections in
-                    page.wait_for_function("document.querySelector('#status').innerText.includes('projection 4 ')",
-                                           timeout=300_000)
-                    page.wait_for_timeout(2000)
-                finally:
-                    page.screenshot(path=str(out / "app-running.png"))
-            page.wait_for_timeout(3000)
-            page.wait_for_function("document.querySelector('#status').innerText.includes('Done')", timeout=900_000)
-        for tab in filter(None, args.tabs.split(",")):
+            compress(page, REGISTRY[name].title, args.ratio, i == len(methods) - 1, out)
+        for tab, file in SHOTS.items():
             page.get_by_role("tab", name=tab).click()
             page.wait_for_timeout(1500)
-            page.screenshot(path=str(out / f"app-{tab.lower().replace(' ', '-')}.png"))
+            page.screenshot(path=str(out / f"{file}.png"))
+        page.get_by_role("tab", name="Side by side").click()
+        page.locator("#generate").click()
+        page.wait_for_timeout(60_000)
+        page.screenshot(path=str(out / "app-side-by-side.png"))
         browser.close()
     demo.close()
 

@@ -29,7 +29,7 @@ from .refine import RefineSettings
 from .saving import folder_bytes, save_compressed, versions
 
 EVAL_SEED_OFFSET = 1       # 'self' evaluation text must differ from 'self' calibration text
-DEV_WINDOWS = 8            # development windows for searches
+DEV_WINDOWS = 4            # development windows for searches (a sensitivity table is ~1300 partial forwards)
 DEV_SEQ_LEN = 256          # ... of this many tokens (or the run's, if shorter)
 
 
@@ -384,7 +384,8 @@ class _Study:
         from .stats_cache import cached_json
 
         scorer = self._scorer()
-        key = {"statistics": self.key, "method": self.method.name, "options": self.method.config,
+        proxy = scorer.method     # two-stream methods share SVD-LLM's table (their original-stream form)
+        key = {"statistics": self.key, "method": proxy.name, "options": proxy.config,
                "development": self.dev_description, "fractions": fractions}
         if self.config.stats_cache == "off":
             return scorer.sensitivity(fractions, self.emit)

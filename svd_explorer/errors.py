@@ -11,4 +11,9 @@ class UnsupportedModelError(ModelLoadError):
 
 
 class ConfigError(ValueError):
-    """A run description that cannot work (a bad value, a missing file, a device that is not here)."""
+    """A run description that cannot work (a bad value, a missing file, a device that is not here).
+    `field` names the setting at fault when there is one, so a page can show the reason beside it."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field

@@ -212,5 +212,21 @@ def cpu_tensors(model: nn.Module, dtype: torch.dtype | None = None):
                     yield f"{prefix}.{key}", _cast(value.detach().cpu(), dtype)
 
 
+def release_memory() -> None:
+    """Give freed memory back: collect reference cycles (module copies and offload hooks form some, and
+    can keep a block's tensors alive until the next collection), return the C heap's free pages to the
+    system (glibc) and empty the accelerator's cache. Called between blocks."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _cast(t: torch.Tensor, dtype):
     return t.to(dtype) if dtype is not None and t.is_floating_point() else t

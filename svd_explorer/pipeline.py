@@ -34,7 +34,7 @@ from .layout import Layout, Projection, count_parameters, find_layout
 from .linalg import singular_values, weighted_error
 from .lowrank import LowRankLinear, check_ratio, dense_weight_and_bias, set_submodule
 from .methods.base import Budget, Method
-from .offload import onloaded, store_block, without_hooks
+from .offload import onloaded, release_memory, store_block, without_hooks
 from .records import BlockRecord, CompressionRecord, ProjectionRecord, floats
 from .refine import RefineData, RefineSettings, refine_block
 from .stats import Accumulator, Statistics
@@ -326,6 +326,7 @@ class _Run:
             self.layout.blocks[index] = store_block(block, self.placement, f"block{index}")
         rel, cos = stream_distance(next_c, next_f)
         self.h_f, self.h_c = next_f, next_c
+        release_memory()
         record = BlockRecord(index, bool(todo), rel, cos, refine, clock.seconds())
         self.blocks.append(record)
         self.emit("block", asdict(record))

