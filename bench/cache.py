@@ -55,7 +55,8 @@ def main(argv=None) -> int:
                 measure_forward=False).record.scores["ppl_compressed"]
     swept_ppl = next(r["ppl_compressed"] for r in rows if r["method"] == "svd-llm" and r["ratio"] == 0.2)
     text = (f"12 runs one by one without the cache: {alone:.0f} s of compression.\n"
-            f"The same runs as a sweep: {swept:.0f} s (statistics pass {sum(s['seconds'] for s in stats.values()):.0f} s, "
+            f"The same runs as a sweep: {swept:.0f} s "
+            f"(statistics pass {sum(s['seconds'] for s in stats.values()):.0f} s, "
             f"counted once).\nRatio: {swept / alone:.2f}.\n"
             f"svd-llm 0.2 perplexity: sweep {swept_ppl:.4f}, single CLI run without cache {check:.4f}.\n")
     (out / "cache.md").write_text(text)

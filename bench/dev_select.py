@@ -1,7 +1,8 @@
 """Choose settings without touching the evaluation sets: perplexity on development text.
 
     python bench/dev_select.py --variants "aa-svd:refine_lr=1e-4" "aa-svd:refine_lr=3e-4"
-    python bench/dev_select.py --variants "svd-llm:allocation=loss,normalize=energy" "svd-llm:allocation=loss,normalize=none"
+    python bench/dev_select.py --variants "svd-llm:allocation=loss,normalize=energy" \\
+        "svd-llm:allocation=loss,normalize=none"
 
 Development text: --dev-windows windows of the calibration source that overlap none of the calibration
 windows (the same seed's), so a setting is chosen on text the calibration never saw; WikiText-2, PTB and

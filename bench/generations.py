@@ -41,7 +41,8 @@ def main(argv=None):
             config = with_preset("demo", method=name, ratio=ratio, calib="boolq", calib_samples=16, seq_len=256,
                                  eval_source="none")
             model = run(config, loaded=lm, keep_model=True, measure_forward=False).model
-            lines.append(f"| {name} | {ratio:g} | " + " | ".join(answer(model, lm.tokenizer, p) for p in prompts) + " |")
+            answers = " | ".join(answer(model, lm.tokenizer, p) for p in prompts)
+            lines.append(f"| {name} | {ratio:g} | " + answers + " |")
             print(lines[-1], file=sys.stderr, flush=True)
     print("\n".join(lines))
 

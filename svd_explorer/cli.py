@@ -65,7 +65,8 @@ def _registry_options(registry) -> dict[str, tuple]:
 def _add_options(parser, registry, title: str, prefix: str) -> None:
     group = parser.add_argument_group(title)
     for name, (option, owners) in _registry_options(registry).items():
-        shown = option.choices and "|".join("on" if v is True else "off" if v is False else str(v) for v in option.choices)
+        shown = option.choices and "|".join("on" if v is True else "off" if v is False else str(v)
+                                            for v in option.choices)
         group.add_argument(option.flag, dest=f"{prefix}{name}", default=None,
                            help=f"{', '.join(owners)}: {option.help}" + (f" [{shown}]" if shown else "") +
                            f" (default {option.unset or option.default})")
@@ -111,7 +112,8 @@ def _add_compression(c) -> None:
     c.add_argument("--refine", choices=REFINE_CHOICES, help="block refinement stage: auto (on for aa-svd only)")
     c.add_argument("--refine-steps", type=_integer(0), help="refinement steps per block (demo 100, paper 200)")
     c.add_argument("--refine-lr", type=_number, help="peak learning rate of refinement (demo 3e-4, paper 1e-4)")
-    c.add_argument("--refine-batch", type=_integer(1), help="calibration windows per refinement step (demo 1, paper 32)")
+    c.add_argument("--refine-batch", type=_integer(1),
+                   help="calibration windows per refinement step (demo 1, paper 32)")
     c.add_argument("--refine-params", choices=("all", "factors"), help="what refinement tunes (default all)")
     c.add_argument("--calib", help="calibration text: wikitext2, boolq, self, ptb, a file, or auto (boolq with the "
                                    "data folder, else wikitext2 when the hub is reachable, else self)")

@@ -40,6 +40,9 @@ def eval_sets(row: dict) -> dict[str, float]:
     return out
 
 
+BF16_BYTES = 2   # the saved size of a run: every tensor in bfloat16 (saving.py's default), tokenizer aside
+
+
 def aggregate(rows: list[dict]) -> list[dict]:
     """One row per configuration: mean and sample standard deviation over seeds of every measure."""
     groups: dict[tuple, list[dict]] = {}
@@ -49,7 +52,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
     out = []
     for (method, allocation, refine, ratio), members in sorted(groups.items(), key=lambda g: (g[0][3], g[0][:3])):
         measures = {"kept": [r["params_after"] / r["params_before"] for r in members],
-                    "kl": [r.get("kl_to_original") for r in members], "top1": [r.get("top1_agreement") for r in members],
+                    "mb_bf16": [r["params_after"] * BF16_BYTES / 1e6 for r in members],
+                    "kl": [r.get("kl_to_original") for r in members],
+                    "top1": [r.get("top1_agreement") for r in members],
                     "seconds": [r["seconds"] for r in members],
                     "x_forward": [r["seconds"] / r["calib_forward_seconds"] for r in members
                                   if r.get("calib_forward_seconds")]}
@@ -78,11 +83,12 @@ def fmt(pair: tuple, digits: int = 1) -> str:
 
 def markdown(summary: list[dict]) -> str:
     sets = sorted({k for row in summary for k in row if k.startswith("ppl_")})
-    head = ["method", "allocation", "refine", "ratio", "seeds", "kept"] + [s[4:] + " ppl" for s in sets] + \
-        ["KL", "top-1", "seconds", "x fwd"]
+    head = (["method", "allocation", "refine", "ratio", "seeds", "kept", "MB (bf16)"] + [s[4:] + " ppl" for s in sets]
+            + ["KL", "top-1", "seconds", "x fwd"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary:
-        cells = [r["method"], r["allocation"], r["refine"], f"{r['ratio']:g}", str(len(r["seeds"])), fmt(r["kept"], 3)]
+        cells = [r["method"], r["allocation"], r["refine"], f"{r['ratio']:g}", str(len(r["seeds"])), fmt(r["kept"], 3),
+                 fmt(r["mb_bf16"], 0)]
         cells += [fmt(r.get(s, (None, None))) for s in sets]
         cells += [fmt(r["kl"], 3), fmt(r["top1"], 3), fmt(r["seconds"], 0), fmt(r["x_forward"], 2)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -91,7 +97,7 @@ def markdown(summary: list[dict]) -> str:
 
 def csv_text(summary: list[dict]) -> str:
     sets = sorted({k for row in summary for k in row if k.startswith("ppl_")})
-    measures = ["kept"] + sets + ["kl", "top1", "seconds", "x_forward"]
+    measures = ["kept", "mb_bf16"] + sets + ["kl", "top1", "seconds", "x_forward"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["method", "allocation", "refine", "ratio", "seeds"] +

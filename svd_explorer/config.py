@@ -42,7 +42,7 @@ class RunConfig:
     eval_source: str = "auto"
     eval_windows: int | None = 20                          # None: the whole test text
     extra_eval: tuple = ()                                 # more evaluation sets, perplexity only (ptb, lambada...)
-    dev_windows: int = 0                                   # development windows (calibration domain, disjoint): dev_ppl
+    dev_windows: int = 0                                   # development windows, calibration domain, disjoint: dev_ppl
     tasks: tuple = ()
     limit: int | None = None
     task_data: str | None = None

@@ -362,8 +362,8 @@ class _Study:
             with onloaded(layout.blocks[p.block]) as block:
                 weight = dense_weight_and_bias(block.get_submodule(p.local))[0].detach().to(home)
             s = self.cached.get(p.block, p.group)
-            out[p.name] = self.method.truncated_spectrum(weight, Statistics.original_only(s.tokens, s.gram_f, s.absmean),
-                                                         p.name).cpu()
+            stats = Statistics.original_only(s.tokens, s.gram_f, s.absmean)
+            out[p.name] = self.method.truncated_spectrum(weight, stats, p.name).cpu()
         return out
 
     def _scorer(self):
@@ -476,7 +476,8 @@ def budget_summary(layout, total_params: int, ratio: float, method=None, allocat
 
     ranks, note = _preview_ranks(layout, ratio, method, allocation or get_allocation("uniform"))
     dense = layout.dense_params
-    kept = sum(p.dense_params if ranks.get(p.name) is None else ranks[p.name] * p.rank_cost for p in layout.projections)
+    kept = sum(p.dense_params if ranks.get(p.name) is None else ranks[p.name] * p.rank_cost
+               for p in layout.projections)
     kinds = {}
     for p in layout.projections:
         if p.kind not in kinds and ranks.get(p.name) is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -215,15 +216,24 @@ def converted_embedded(name: str) -> Path:
             "write_embedded_safetensors(sys.argv[1], sys.argv[2])")
     done = subprocess.run([sys.executable, "-c", code, name, str(folder)], capture_output=True, text=True)
     if done.returncode != 0:
-        raise ModelLoadError(f"could not convert the embedded model for offloading: {done.stderr.strip()[-300:]}")
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise ModelLoadError(f"could not convert the embedded model for offloading: {last}")
     return folder
 
 
 def write_embedded_safetensors(name: str, folder: str) -> None:
-    """Dequantise the embedded GGUF and save it with save_pretrained (run in a child process)."""
+    """Dequantise the embedded GGUF and write it as a plain float32 folder (run in a child process).
+    save_pretrained refuses a model loaded from GGUF, so the weights go through safetensors directly
+    (tied tensors stored once, as transformers expects) beside a config without quantization."""
+    from safetensors.torch import save_model
+
     loaded = _load_embedded(name, torch.float32, "cpu", None, None)
     partial = Path(folder + ".partial")
-    loaded.model.save_pretrained(partial)
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    save_model(loaded.model, str(partial / "model.safetensors"), metadata={"format": "pt"})
+    loaded.model.config.save_pretrained(partial)
+    loaded.model.generation_config.save_pretrained(partial)
     loaded.tokenizer.save_pretrained(partial)
     partial.rename(folder)
 

@@ -402,7 +402,8 @@ class _Run:
 
     def group_statistics(self, block, reference, index, first: Projection, cached_f=None) -> Statistics:
         """Statistics of one group's input, both streams run on the same batch."""
-        self.emit("progress", {"block": index, "blocks": self.layout.num_blocks, "step": f"statistics of {first.kind}"})
+        self.emit("progress", {"block": index, "blocks": self.layout.num_blocks,
+                               "step": f"statistics of {first.kind}"})
         if index == 0 and first.group == 0 and self.statistics is not None:
             cached = self.statistics.get(0, 0)  # nothing is compressed upstream yet: X_c = X_f
             return Statistics.original_only(cached.tokens, cached.gram_f, cached.absmean)
@@ -424,7 +425,8 @@ class _Run:
     def replace(self, block, reference, members: list[Projection], stats: Statistics) -> None:
         for proj in members:
             self.check()
-            self.emit("progress", {"block": proj.block, "blocks": self.layout.num_blocks, "step": f"fitting {proj.kind}"})
+            self.emit("progress", {"block": proj.block, "blocks": self.layout.num_blocks,
+                                   "step": f"fitting {proj.kind}"})
             self.layers.append(self.replace_one(block, reference, proj, stats))
             self.emit("projection", asdict(self.layers[-1]))
 
@@ -457,8 +459,9 @@ class _Run:
             self.method.name, ratio, dict(self.method.config), layout.source,
             params_before=count_parameters(model), params_after=count_parameters(self.target),
             linear_params_before=linear_before, linear_params_after=linear_before - removed, seconds=seconds,
-            calibration={"windows": int(self.windows[0]), "seq_len": int(self.windows[1]), "batch_size": self.batch_size,
-                         "precision": self.precision, "statistics": "cached" if self.statistics is not None else "computed",
+            calibration={"windows": int(self.windows[0]), "seq_len": int(self.windows[1]),
+                         "batch_size": self.batch_size, "precision": self.precision,
+                         "statistics": "cached" if self.statistics is not None else "computed",
                          "depth_windows": int(self.depth_windows), "linalg": describe_linalg(self.device)},
             layers=self.layers, blocks=self.blocks)
 

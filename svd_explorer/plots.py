@@ -45,7 +45,8 @@ def kinds(result: dict) -> list[str]:
 
 
 def find_layer(result: dict, block: int, kind: str) -> dict | None:
-    return next((layer for layer in result.get("layers", []) if layer["block"] == block and layer["kind"] == kind), None)
+    return next((layer for layer in result.get("layers", [])
+                 if layer["block"] == block and layer["kind"] == kind), None)
 
 
 def _percent(share: float) -> str:
@@ -152,9 +153,11 @@ def aces_depth_figure(result: dict) -> go.Figure:
     """The chosen β through depth, one line per projection kind."""
     fig = _figure("Coefficient chosen by ACES through depth", "block", "β")
     for i, kind in enumerate(kinds(result)):
-        layers = [layer for layer in result["layers"] if layer["kind"] == kind and (layer.get("extra") or {}).get("aces")]
+        layers = [layer for layer in result["layers"]
+                  if layer["kind"] == kind and (layer.get("extra") or {}).get("aces")]
         if layers:
-            fig.add_trace(go.Scatter(x=[layer["block"] for layer in layers], y=[layer["extra"]["aces"]["beta"] for layer in layers],
+            fig.add_trace(go.Scatter(x=[layer["block"] for layer in layers],
+                                     y=[layer["extra"]["aces"]["beta"] for layer in layers],
                                      mode="lines+markers", name=kind, line=dict(color=COLORS[i % len(COLORS)])))
     return fig if fig.data else empty("the ACES search exists for saes-svd runs")
 
@@ -236,7 +239,8 @@ def pareto_figure(summary: list[dict], session: list[dict], measure: str | None 
         rows = [r for r in rows if r.get(measure, (None, None))[0] is not None]
         if not rows:
             continue
-        name = method + ("" if allocation == "auto" else f" + {allocation}") + {"on": " + refine", "off": " - refine"}.get(refine, "")
+        name = (method + ("" if allocation == "auto" else f" + {allocation}")
+                + {"on": " + refine", "off": " - refine"}.get(refine, ""))
         fig.add_trace(go.Scatter(
             x=[r["kept"][0] for r in rows], y=[r[measure][0] for r in rows], name=name, mode="lines+markers",
             error_y=dict(type="data", array=[r[measure][1] or 0 for r in rows], visible=True),

@@ -27,8 +27,8 @@ def validate_config(config: RunConfig) -> None:
 
 def _numbers(c: RunConfig) -> None:
     if not isinstance(c.ratio, (int, float)) or not 0 < c.ratio < 1 or math.isnan(c.ratio):
-        raise ConfigError(f"ratio must be strictly between 0 and 1 (the fraction of parameters removed); got {c.ratio}",
-                          "ratio")
+        raise ConfigError("ratio must be strictly between 0 and 1 (the fraction of parameters removed); "
+                          f"got {c.ratio}", "ratio")
     for name in POSITIVE:
         _integer(name, getattr(c, name), 1)
     _integer("seq_len", c.seq_len, 2)

@@ -91,7 +91,8 @@ def _check_modules(path: Path, modules) -> None:
     if not isinstance(modules, dict):
         raise ModelLoadError(f"{path}: 'modules' must map module names to their shapes and ranks")
     for name, spec in modules.items():
-        if not isinstance(spec, dict) or any(not isinstance(spec.get(k), t) or (t is int and isinstance(spec.get(k), bool))
+        if not isinstance(spec, dict) or any(not isinstance(spec.get(k), t)
+                                             or (t is int and isinstance(spec.get(k), bool))
                                              for k, t in MODULE_KEYS.items()):
             raise ModelLoadError(f"{path}: module {name} needs {', '.join(MODULE_KEYS)} with integer sizes")
         m, n, k, k2 = spec["out_features"], spec["in_features"], spec["rank"], spec["residual_rank"]

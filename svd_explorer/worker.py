@@ -117,7 +117,8 @@ class JobManager:
             job.status = "cancelled"
         except Exception as err:  # noqa: BLE001 - any failure is reported to the page, the app goes on
             text = " ".join(str(err).split())
-            job.error = text if isinstance(err, (ValueError, RuntimeError, OSError)) else f"{type(err).__name__}: {text}"
+            job.error = (text if isinstance(err, (ValueError, RuntimeError, OSError))
+                         else f"{type(err).__name__}: {text}")
             job.status = "failed"
             log.warning("job %s failed:\n%s", job.id, traceback.format_exc())
         finally:

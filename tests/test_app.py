@@ -278,7 +278,8 @@ def test_download_is_written_once_and_loads_back(app, tmp_path):
 def test_zero_shot_panel_evaluates_both_models(app, shared_data):
     c = client(app)
     finish(compress_job(c))
-    outputs = [named(ZERO_SHOT, out) for out in c.submit(api_name="/zero_shot", run_box=None, tasks=["piqa"], limit=10)]
+    outputs = [named(ZERO_SHOT, out)
+               for out in c.submit(api_name="/zero_shot", run_box=None, tasks=["piqa"], limit=10)]
     last = outputs[-1]
     assert last["zero_status"].startswith("Done") and last["zero_table"]["data"][0][0] == "piqa"
     bars = json.loads(last["zero_plot"]["plot"])["data"]

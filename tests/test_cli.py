@@ -44,7 +44,8 @@ def test_the_default_save_is_bfloat16_and_half_the_size(tiny_folder, text_file, 
     sizes = {}
     for dtype in ("float32", "bfloat16"):
         assert main(compress(tiny_folder, text_file, "--method", "svd-llm", "--ratio", "0.3", "--output",
-                             str(tmp_path / dtype), "--save-dtype", dtype, "--json", str(tmp_path / f"{dtype}.json"))) == 0
+                             str(tmp_path / dtype), "--save-dtype", dtype,
+                             "--json", str(tmp_path / f"{dtype}.json"))) == 0
         sizes[dtype] = (tmp_path / dtype / "model.safetensors").stat().st_size
     assert sizes["bfloat16"] < 0.55 * sizes["float32"]
     manifest = json.loads((tmp_path / "bfloat16" / "manifest.json").read_text())

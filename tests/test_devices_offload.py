@@ -26,7 +26,8 @@ def test_a_device_that_is_not_here_is_a_clear_error():
         resolve_device("cuda")
     with pytest.raises(ConfigError, match="not a device name"):
         resolve_device("gpu-please")
-    assert resolve_device("auto") == torch.device("cpu") and resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert (resolve_device("auto") == torch.device("cpu")
+            and resolve_dtype("auto", torch.device("cpu")) == torch.float32)
 
 
 def test_a_dtype_the_device_does_not_support_is_refused(monkeypatch):

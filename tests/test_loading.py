@@ -33,7 +33,8 @@ def test_saved_model_loads_back_identical(arch, tmp_path):
     assert torch.allclose(loaded(ids).logits, compressed(ids).logits, atol=1e-5)
     assert count_parameters(loaded) == count_parameters(compressed) == result.params_after
     again = load_model(str(folder))  # every --model DIR goes through here
-    assert again.manifest["ratio"] == 0.3 and torch.allclose(again.model(ids).logits, compressed(ids).logits, atol=1e-5)
+    assert (again.manifest["ratio"] == 0.3
+            and torch.allclose(again.model(ids).logits, compressed(ids).logits, atol=1e-5))
 
 
 def test_bfloat16_factors_load_into_a_float32_model(tmp_path):

@@ -70,3 +70,16 @@ def test_refinement_as_a_stage_turns_svd_llm_into_aa_svd(setting):
     the same model, and a large gain over uniform svd-llm."""
     assert ppl(setting, "svd-llm", refine=40) == ppl(setting, "aa-svd", refine=40)
     assert ppl(setting, "svd-llm", refine=40) < 0.8 * ppl(setting, "svd-llm")
+
+
+def test_the_embedded_model_converts_for_offloading_with_the_same_logits(smollm, tmp_path, monkeypatch):
+    """--offload cpu|disk on the embedded GGUF reads a converted safetensors folder: same model, bit for bit."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from svd_explorer.loading import converted_embedded
+
+    monkeypatch.setenv("SVD_EXPLORER_CACHE", str(tmp_path))
+    converted = AutoModelForCausalLM.from_pretrained(converted_embedded("smollm2-135m"))
+    ids = torch.arange(1, 33)[None]
+    assert torch.equal(converted(ids).logits, smollm.model(ids).logits)

@@ -35,5 +35,5 @@ def get_allocation(name: str, **options) -> Allocation:
     return allocation_class(name)(**options)
 
 
-__all__ = ["ALLOCATIONS", "Allocated", "Allocation", "AllocationContext", "NeedsData", "fill", "get_allocation", "kept_params",
-           "list_allocations", "max_rank", "register", "target_params"]
+__all__ = ["ALLOCATIONS", "Allocated", "Allocation", "AllocationContext", "NeedsData", "fill", "get_allocation",
+           "kept_params", "list_allocations", "max_rank", "register", "target_params"]

@@ -93,7 +93,8 @@ class Depth(Allocation):
 
     def allocate(self, ctx):
         blocks = ctx.layout.num_blocks
-        candidates = [(label, self._ranks(ctx, profile), profile) for label, profile in self.profiles(blocks, ctx.ratio)]
+        candidates = [(label, self._ranks(ctx, profile), profile)
+                      for label, profile in self.profiles(blocks, ctx.ratio)]
         scores = {}
         if len(candidates) > 1:
             if ctx.trial is None:

@@ -75,5 +75,5 @@ class Sensitivity(Allocation):
         worst = {name: max(row.values()) for name, row in table.items()}
         ranks = fill(ctx.layout, ranks, budget, lambda p, k: worst[p.name])
         dense = [p.name for p in ctx.layout.projections if ranks[p.name] is None]
-        return Allocated(ranks, {"threshold": threshold, "dense": dense,
-                                 "table": {n: {str(f): round(v, 3) for f, v in row.items()} for n, row in table.items()}})
+        rounded = {n: {str(f): round(v, 3) for f, v in row.items()} for n, row in table.items()}
+        return Allocated(ranks, {"threshold": threshold, "dense": dense, "table": rounded})

@@ -109,7 +109,8 @@ def output_ratio(weight, stats, whitener, s, d, beta, k) -> float:
 class SAESSVD(Method):
     name = "saes-svd"
     title = "SAES-SVD (CEALC + ACES)"
-    paper = "Hu et al., SAES-SVD: Self-Adaptive Suppression of Accumulated and Local Errors (ICLR 2026, arXiv 2602.03051)"
+    paper = ("Hu et al., SAES-SVD: Self-Adaptive Suppression of Accumulated and Local Errors "
+             "(ICLR 2026, arXiv 2602.03051)")
     summary = ("Mixes local reconstruction with compensation of the error accumulated upstream, choosing the "
                "mix per layer so the objective is as low-rank as possible.")
     color = "#9333ea"

@@ -317,7 +317,8 @@ def _live_view(store: Store, session: str, job, config, total, v) -> dict:
         last = partial["layers"][-1]
         others = [(x.label, x.result) for x in store.session_runs(session)][-4:]
         out |= {"spectrum_plot": plots.spectrum_figure(partial, last["block"], last["kind"]),
-                "depth_plot": plots.depth_figure(others + [("this run", partial)], v.get("depth_metric") or "rel_error"),
+                "depth_plot": plots.depth_figure(others + [("this run", partial)],
+                                                 v.get("depth_metric") or "rel_error"),
                 "heatmap_plot": plots.error_heatmap(partial)}
     return out
 

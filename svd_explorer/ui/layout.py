@@ -156,7 +156,8 @@ def _options(page: Page, d: dict, limits: Limits) -> None:
             page.add("refine", gr.Radio(["auto", "on", "off"], value="auto", label="block refinement (auto: on for "
                                                                                    "aa-svd only)"))
             with gr.Row():
-                page.add("refine_steps", gr.Slider(0, limits.refine_steps, value=100, step=10, label="steps per block"))
+                page.add("refine_steps", gr.Slider(0, limits.refine_steps, value=100, step=10,
+                                                   label="steps per block"))
                 page.add("refine_batch", gr.Slider(1, limits.refine_batch, value=1, step=1, label="windows per step"))
                 page.add("refine_lr", gr.Number(3e-4, label="learning rate", minimum=1e-6, maximum=1e-1))
         with gr.Accordion("What the budget means", open=False, elem_id="acc-budget"):
