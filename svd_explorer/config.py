@@ -116,11 +116,12 @@ class RunConfig:
 
     # -- checks before anything loads -----------------------------------------------------------
 
-    def validate(self) -> "RunConfig":
-        """Everything checkable without the model; returns self so calls can chain."""
+    def validate(self, token=None) -> "RunConfig":
+        """Everything checkable without the model; returns self so calls can chain. `token` is the hub
+        token for reading a hub model's config (False in public mode: never the Space's own)."""
         from .validate import validate_config
 
-        validate_config(self)
+        validate_config(self, token)
         return self
 
 

@@ -108,7 +108,8 @@ def _boolq_passages() -> Text:
         if passage and passage not in seen:
             seen.add(passage)
             passages.append(passage)
-    return Text("\n\n".join(passages), f"BoolQ passages (Wikipedia paragraphs, {len(passages)} unique) from {path}")
+    return Text("\n\n".join(passages),
+                f"BoolQ passages (Wikipedia paragraphs, {len(passages)} unique) from {path.name}")
 
 
 def _lambada_passages() -> Text:
@@ -125,19 +126,34 @@ def _read_file(path: str, description: str | None = None) -> Text:
     """A local file; messages name the file itself (an upload's server path means nothing to its owner)."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise DataError(f"no file {path} (named sources are {', '.join(NAMED_SOURCES)})")
+        raise DataError(f"no file {p.name} (named sources are {', '.join(NAMED_SOURCES)})")
     if p.is_dir():
         raise DataError(f"{p.name} is a folder; give a .txt, .raw, .jsonl or .parquet file")
-    description = description or p.name
+    try:
+        return Text(_file_text(p), description or p.name)
+    except OSError as err:   # its message would carry the full path
+        raise DataError(f"{p.name} could not be read ({err.strerror or type(err).__name__})") from err
+
+
+def _file_text(p: Path) -> str:
     suffix = p.suffix.lower()
     if suffix in TEXT_SUFFIXES:
         with open(p, encoding="utf-8", errors="replace", newline="") as f:
-            return Text(f.read().replace("\r\n", "\n").replace("\r", "\n"), description)
+            return f.read().replace("\r\n", "\n").replace("\r", "\n")
     if suffix == ".jsonl":
-        return Text("\n\n".join(_jsonl_texts(p)), description)
+        return "\n\n".join(_jsonl_texts(p))
     if suffix == ".parquet":
-        return Text("\n\n".join(_parquet_texts(p)), description)
+        return "\n\n".join(_parquet_texts(p))
     raise DataError(f"{p.name}: unsupported file type {suffix!r}; use .txt, .raw, .jsonl or .parquet")
+
+
+def _reason(err: Exception, p: Path) -> str:
+    """The first line of a library's error about `p`, with the file's folder taken out (an upload's server
+    path means nothing to its owner and should not be shown to strangers)."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    for full in sorted({str(p), str(p.absolute()), str(p.resolve())}, key=len, reverse=True):
+        text = text.replace(full, p.name)
+    return text[:160]
 
 
 def _jsonl_texts(p: Path) -> list[str]:
@@ -162,7 +178,7 @@ def _parquet_texts(p: Path) -> list[str]:
     try:
         table = pq.read_table(p)
     except (pa.ArrowException, OSError) as err:
-        raise DataError(f"{p.name} could not be read as parquet ({str(err).splitlines()[0][:120]})") from err
+        raise DataError(f"{p.name} could not be read as parquet ({_reason(err, p)})") from err
     if "text" not in table.column_names:
         raise DataError(f"{p.name}: no 'text' column (columns: {table.column_names})")
     return [str(t) for t in table.column("text").to_pylist() if t]
@@ -193,7 +209,7 @@ def check_source(source: str, split: str) -> None:
         return
     p = Path(source).expanduser()
     if not p.is_file():
-        raise DataError(f"no file {source} (named sources are {', '.join(NAMED_SOURCES)}, or a file)")
+        raise DataError(f"no file {p.name} (named sources are {', '.join(NAMED_SOURCES)}, or a file)")
     if p.suffix.lower() not in TEXT_SUFFIXES + (".jsonl", ".parquet"):
         raise DataError(f"{p.name}: unsupported file type {p.suffix!r}; use .txt, .raw, .jsonl or .parquet")
     if p.stat().st_size == 0:

@@ -76,6 +76,16 @@ def _quiet(kind, data):
     pass
 
 
+def stoppable(emit, check):
+    """`emit` that first raises Cancelled when the run was stopped: every phase that reports progress
+    (sampling text from the model, statistics, evaluation) then also ends within one step of Stop."""
+    def stopping_emit(kind, data):
+        if kind == "progress":
+            check()
+        emit(kind, data)
+    return stopping_emit
+
+
 def _progress_emitter(emit, what: str):
     """progress(done, total) -> a 'progress' event with a sentence, at most a few per second."""
     last = [0.0]
@@ -92,11 +102,11 @@ def _progress_emitter(emit, what: str):
 # Loading, with the placement decided first
 # ---------------------------------------------------------------------------------------------
 
-def plan_placement(config: RunConfig, device: torch.device, dtype: torch.dtype):
+def plan_placement(config: RunConfig, device: torch.device, dtype: torch.dtype, token=None):
     """(Placement: in memory, offloaded or refused; layout; meta model) from the config alone."""
     from .layout import meta_model
 
-    model_config = read_config(config.model, config.revision)
+    model_config = read_config(config.model, config.revision, token)
     meta = meta_model(model_config)
     layout = find_layout(meta)
     params = count_parameters(meta)
@@ -120,7 +130,7 @@ def load_for(config: RunConfig, emit=_quiet, token=None) -> tuple[LoadedModel, P
         lm = load_model(config.model, dtype=dtype, device=device)
         lm.placement = placement.describe()
         return lm, placement
-    placement, layout, meta = plan_placement(config, device, dtype)
+    placement, layout, meta = plan_placement(config, device, dtype, token)
     emit("status", f"placement: {placement.sentence()}")
     emit("status", f"loading {config.model}")
     lm = load_model(config.model, revision=config.revision, dtype=dtype, device=device, token=token,
@@ -167,9 +177,9 @@ class Outcome:
 def run(config: RunConfig, *, loaded: LoadedModel | None = None, emit=None, cancel=None, keep_model: bool = False,
         measure_forward: bool = True, token=None) -> Outcome:
     """Compress and measure as `config` says; `loaded` reuses a model already in memory (the app)."""
-    emit = emit or _quiet
-    config.validate()
     check = cancel_check(cancel)
+    emit = stoppable(emit or _quiet, check)
+    config.validate(token)
     method = config.build_method()
     allocation = config.build_allocation(method)
     if loaded is None:

@@ -13,13 +13,13 @@ from .errors import ConfigError
 POSITIVE = ("calib_samples", "batch_size", "refine_batch")
 
 
-def validate_config(config: RunConfig) -> None:
+def validate_config(config: RunConfig, token=None) -> None:
     _numbers(config)
     _choices(config)
     method = _method(config)
     allocation = _allocation(config, method)
     _sources(config)
-    _budget(config, method, allocation)
+    _budget(config, method, allocation, token)
     _tasks(config)
     _placement(config)
     _output(config)
@@ -74,7 +74,7 @@ def _allocation(c: RunConfig, method):
         raise ConfigError(str(err)) from None
 
 
-def _budget(c: RunConfig, method, allocation) -> None:
+def _budget(c: RunConfig, method, allocation, token=None) -> None:
     """The ranks the ratio leaves, from the model's config alone (a ratio leaving rank 0, a last-K rule that
     cannot meet it): allocations that decide from data are checked at their uniform starting point."""
     from .engine import budget_summary
@@ -84,7 +84,7 @@ def _budget(c: RunConfig, method, allocation) -> None:
 
     if source_kind(c.model) == "folder" and is_project_folder(c.model):
         return
-    meta = meta_model(read_config(c.model, c.revision))
+    meta = meta_model(read_config(c.model, c.revision, token))
     try:
         budget_summary(find_layout(meta), count_parameters(meta), c.ratio, method, allocation)
     except BudgetError as err:

@@ -41,18 +41,47 @@ def read_header(path: Path) -> tuple[dict, dict]:
             header = json.loads(f.read(length))
     except (OSError, ValueError, UnicodeDecodeError) as err:
         raise ModelLoadError(f"{path} could not be read as safetensors ({err})") from err
-    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(header, dict):
+        raise ModelLoadError(f"{path}: the safetensors header is a JSON {type(header).__name__}, not an object")
+    metadata = header.pop("__metadata__", None)
+    if not isinstance(metadata, (dict, type(None))):
+        raise ModelLoadError(f"{path}: __metadata__ is a JSON {type(metadata).__name__}, not an object")
     tensors = {}
     for name, info in header.items():
         tensors[name] = _checked_entry(path, name, info, size - 8 - length)
-    return tensors, metadata
+    return tensors, metadata or {}
+
+
+def _counts(value, length: int | None = None) -> bool:
+    """A list of non-negative ints (of `length` items when given): JSON's true is no size, "12" no offset."""
+    return (isinstance(value, list) and (length is None or len(value) == length)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value))
+
+
+def _shown(value) -> str:
+    """A value from a damaged header, cut short: the message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _entry_problem(info) -> str | None:
+    """What is wrong with one tensor's header entry, checked before any field is used, or None."""
+    if not isinstance(info, dict):
+        return f"is a JSON {type(info).__name__}, not an object"
+    if not isinstance(info.get("dtype"), str):
+        return f"has dtype {_shown(info.get('dtype'))}, not a name such as 'F32'"
+    if not _counts(info.get("shape")):
+        return f"has shape {_shown(info.get('shape'))}, not a list of non-negative integers"
+    if not _counts(info.get("data_offsets"), 2) or info["data_offsets"][0] > info["data_offsets"][1]:
+        return f"has data_offsets {_shown(info.get('data_offsets'))}, not [begin, end] byte offsets"
+    return None
 
 
 def _checked_entry(path: Path, name: str, info, data_bytes: int) -> tuple[str, tuple]:
-    try:
-        dtype, shape, (begin, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
-    except (KeyError, TypeError, ValueError) as err:
-        raise ModelLoadError(f"{path}: the header entry of {name} is malformed") from err
+    problem = _entry_problem(info)
+    if problem is not None:
+        raise ModelLoadError(f"{path}: the header entry of {name} {problem}")
+    dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
     if end > data_bytes:
         raise ModelLoadError(f"{path} is truncated: {name} ends at byte {end} of the data but the file holds "
                              f"{data_bytes}")
@@ -113,8 +142,8 @@ def verify_compressed_folder(folder) -> CheckedFolder:
     header, _ = read_header(weights)
     try:
         config = AutoConfig.from_pretrained(folder)
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"{folder / 'config.json'} could not be read: {str(err).splitlines()[0]}") from err
+    except Exception as err:  # noqa: BLE001 - transformers raises many kinds for a config it cannot use
+        raise ModelLoadError(f"{folder / 'config.json'} could not be read: {_first_line(err)}") from err
     expected = expected_tensors(config, manifest["modules"], folder)
     _compare(weights, expected, header)
     return CheckedFolder(manifest, config, header)
@@ -122,10 +151,9 @@ def verify_compressed_folder(folder) -> CheckedFolder:
 
 def expected_tensors(config, modules: dict, folder: Path) -> tuple[dict, set]:
     """(name -> shape of every tensor the weights file must hold, names allowed to be absent as tied)."""
-    from .layout import meta_model
     from .lowrank import LowRankLinear, dense_weight_and_bias, is_projection, set_submodule
 
-    model = meta_model(config)
+    model = _meta_model(config, folder)
     for name, spec in modules.items():
         try:
             module = model.get_submodule(name)
@@ -144,6 +172,21 @@ def expected_tensors(config, modules: dict, folder: Path) -> tuple[dict, set]:
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     kept = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
     return shapes, set(shapes) - kept
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _meta_model(config, folder: Path):
+    """The config's model on the meta device; a config transformers cannot build is the folder's fault."""
+    from .layout import meta_model
+
+    try:
+        return meta_model(config)
+    except Exception as err:  # noqa: BLE001 - from_config fails in many ways on a bad config
+        raise ModelLoadError(f"{folder / 'config.json'} does not describe a model that can be built: "
+                             f"{type(err).__name__}: {_first_line(err)}") from err
 
 
 def _compare(path: Path, expected: tuple[dict, set], header: dict) -> None:

@@ -135,7 +135,10 @@ def launch_app(tiny_folder, limits=None):
 
 @pytest.fixture(scope="session")
 def app(tiny_folder):
-    """The app launched in-process on the tiny local model, with tiny calibration settings."""
-    demo = launch_app(tiny_folder)
+    """The app launched in-process on the tiny local model, with tiny calibration settings; refinement may
+    be long enough that a job is surely still running when a test presses Stop."""
+    from svd_explorer.ui.limits import Limits
+
+    demo = launch_app(tiny_folder, limits=Limits.of(False, refine_steps=100_000))
     yield demo
     demo.close()

@@ -81,7 +81,7 @@ def test_the_status_moves_during_a_slow_phase_and_stop_is_acknowledged_at_once(a
     choose_method(page, "aa-svd")
     page.get_by_text("Allocation options and refinement", exact=True).click()
     steps = page.get_by_label("number input for steps per block")
-    steps.fill("1000")
+    steps.fill("50000")
     steps.press("Enter")
     page.locator("#compress").click()
     page.wait_for_function("document.querySelector('#status').innerText.includes('Running')", timeout=60_000)

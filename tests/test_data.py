@@ -98,3 +98,27 @@ def test_tokenize_adds_no_special_tokens(tiny_folder):
     assert ids.tolist() == lm.tokenizer.convert_tokens_to_ids(["a", "b"])
 
 
+
+
+def test_messages_and_descriptions_name_an_upload_by_its_own_name(tmp_path):
+    """Gradio keeps uploads under /tmp/gradio/<hash>/: that folder is the server's business, not the page's."""
+    from conftest import char_tokenizer
+
+    from svd_explorer.data import check_source, text_windows
+
+    upload = tmp_path / "gradio" / "0123abcd"
+    upload.mkdir(parents=True)
+    (upload / "bad.parquet").write_bytes(b"garbage")
+    (upload / "notes.txt").write_text(SAMPLE_TEXT * 4)
+    missing = str(upload / "missing.txt")
+    failures = [lambda: load_text(missing), lambda: check_source(missing, "train"),
+                lambda: load_text(str(upload / "bad.parquet")), lambda: load_text(str(upload))]
+    for failure in failures:
+        with pytest.raises(DataError) as err:
+            failure()
+        assert str(upload) not in str(err.value) and "gradio" not in str(err.value), str(err.value)
+    assert "missing.txt" in str(pytest.raises(DataError, load_text, missing).value)
+    assert load_text(str(upload / "notes.txt")).description == "notes.txt"
+    _, description = text_windows(str(upload / "notes.txt"), None, char_tokenizer(), 2, 16, seed=0, split="train",
+                                  consecutive=False)
+    assert description.startswith("notes.txt:") and "gradio" not in description

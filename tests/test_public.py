@@ -147,3 +147,43 @@ def test_eight_visitors_get_answers_and_leave_nothing_behind(tiny_folder):
         assert process.memory_info().rss - before < 600 * 2**20     # stated bound: tiny models + caches
     finally:
         demo.close()
+
+
+def run_holding(store, session="s"):
+    return store.add(session, "run", "src", {}, object(), None)
+
+
+def test_models_kept_zero_keeps_no_compressed_model(tmp_path):
+    from svd_explorer.ui.state import Run, Store, to_release
+
+    runs = [Run(str(i), "s", "", "", {}, model=object() if i != 1 else None) for i in range(4)]
+    assert to_release(runs, 0) == [runs[0], runs[2], runs[3]]
+    assert to_release(runs, 2) == [runs[0]] and to_release(runs, 5) == []
+    store = Store("src", Limits.of(True, models_kept=0), tmp_path, preload=False)
+    run = run_holding(store)
+    assert run.model is None and store.get("s", run.id) is run     # its figures stay, its model does not
+
+
+def test_a_closed_page_forgets_its_running_job_only_once_it_has_ended(tmp_path):
+    from svd_explorer.ui.state import Store
+
+    store = Store("src", Limits.of(True), tmp_path, preload=False)
+    gate, added = threading.Event(), []
+
+    def work(job):
+        gate.wait(10)                  # a step that does not check the cancel flag
+        added.append(run_holding(store))
+        return None, object(), None
+
+    job = store.jobs.submit("s", "compress", work)
+    while job.status == "queued":
+        time.sleep(0.01)
+    store.drop_session("s")
+    assert job.cancel.is_set() and job.stop_reason == "the page was closed"
+    assert store.jobs.jobs.get(job.id) is job                       # not forgotten while it runs
+    gate.set()
+    deadline = time.time() + 10
+    while job.id in store.jobs.jobs and time.time() < deadline:
+        time.sleep(0.02)
+    assert job.id not in store.jobs.jobs and not store.session_runs("s")
+    assert added and added[0].model is None                         # what it added meanwhile is released too

@@ -4,6 +4,7 @@ the engine computes, the worker runs it, plots.py draws."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 import time
@@ -31,6 +32,7 @@ from .state import Store
 
 LIVE = "live"                       # the run box's value while a run is in progress
 TICK = 0.5                          # seconds between two updates of a followed job
+LOG = logging.getLogger(__name__)
 PROBLEMS = (ConfigError, ModelLoadError, DataError, ValueError, Busy)
 
 
@@ -80,7 +82,7 @@ def page_config(store: Store, v: dict):
         refine_batch=int(v["refine_batch"]), calib=calib, calib_samples=int(v["calib_samples"]),
         seq_len=int(v["seq_len"]), eval_source="auto" if windows else "none", eval_windows=windows,
         stats_cache="off" if limits.public else None)
-    return config.validate()
+    return config.validate(limits.token)
 
 
 def _ratio(value) -> float:
@@ -272,7 +274,7 @@ def compress_work(store: Store, config):
     def work(job):
         lm = load_interruptibly(store, config.model, job)
         outcome = run_engine(config, loaded=lm, emit=job.emit, cancel=job.cancel, keep_model=True,
-                             measure_forward=False)
+                             measure_forward=False, token=store.limits.token)
         return outcome.record, outcome.model, lm.tokenizer
     return work
 
@@ -424,7 +426,8 @@ def generate(store: Store, session: str, run_box, prompt, new_tokens, temperatur
         yield {"original_out": f"({why})", "compressed_out": f"({why})"}
         return
     try:
-        store.limits.check_values(new_tokens=new_tokens)
+        store.limits.check_values(new_tokens=new_tokens, prompt_chars=len(prompt or ""))
+        yield {"original_out": "(loading the original model…)", "compressed_out": "(waiting for the original…)"}
         original = store.models.get(run.source, store.limits.token)
         yield {"original_out": "(generating…)", "compressed_out": "(generating…)"}
         seen = ["", ""]
@@ -433,7 +436,9 @@ def generate(store: Store, session: str, run_box, prompt, new_tokens, temperatur
             yield {"original_out": seen[0], "compressed_out": seen[1] or "(nothing yet…)"}
         yield {"original_out": seen[0] or "(the model stopped at once: it emitted an end token)",
                "compressed_out": seen[1] or "(the model stopped at once: it emitted an end token)"}
-    except PROBLEMS as err:
+    except Exception as err:  # noqa: BLE001 - whatever went wrong, the page says it in one line
+        if not isinstance(err, PROBLEMS):
+            LOG.exception("generation failed")
         yield {"original_out": f"Error: {message(err)}", "compressed_out": f"Error: {message(err)}"}
 
 

@@ -251,7 +251,8 @@ def _compare_tab(page: Page, limits: Limits) -> None:
 def _generate_tab(page: Page, limits: Limits) -> None:
     with gr.Tab("Side by side"):
         gr.Markdown(texts.EXPLAIN["generate"] + " " + GENERATION_HINT)
-        page.add("prompt", gr.Textbox(value=EXAMPLES[0], label="prompt", lines=2, max_length=2000))
+        page.add("prompt", gr.Textbox(value=EXAMPLES[0], label="prompt", lines=2,
+                                                max_length=page.store.limits.prompt_chars))
         gr.Examples(EXAMPLES, inputs=page["prompt"])
         with gr.Row():
             page.add("new_tokens", gr.Slider(8, limits.new_tokens, value=64, step=8, label="new tokens"))
@@ -327,8 +328,9 @@ def _wire(page: Page, demo: gr.Blocks) -> None:
     page.on(gr.Button("Redraw", visible=False).click, cb.show, show_inputs, figures, api_name="show_run")
     page.on(page["open_sweep"].click, cb.open_sweep, ["sweep_folder", "sweep_zip", "compare_metric"],
             ["sweep_message", "compare_plot", "compare_metric"], api_name="open_sweep")
-    page.on(page["generate"].click, cb.generate, ["run_box", "prompt", "new_tokens", "temperature"],
+    generation = page.on(page["generate"].click, cb.generate, ["run_box", "prompt", "new_tokens", "temperature"],
             ["original_out", "compressed_out"], api_name="generate", concurrency_limit=2)
+    page["stop"].click(None, cancels=[generation], api_name=False)     # Stop also ends a generation
     page.on(page["zero_shot"].click, cb.zero_shot, ["run_box", "tasks", "limit"], ZERO_SHOT, api_name="zero_shot",
             concurrency_limit=None)
     page.on(page["export"].click, cb.prepare_download, ["run_box"], DOWNLOAD, api_name="export", concurrency_limit=1)

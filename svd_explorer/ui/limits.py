@@ -25,6 +25,7 @@ BOUNDS = {
     "refine_batch": ("SVD_EXPLORER_MAX_REFINE_BATCH", 4, 32),
     "zero_shot_limit": ("SVD_EXPLORER_MAX_ZERO_SHOT_LIMIT", 200, 1000),
     "new_tokens": ("SVD_EXPLORER_MAX_NEW_TOKENS", 256, 512),
+    "prompt_chars": ("SVD_EXPLORER_MAX_PROMPT_CHARS", 2000, 8000),
     "job_seconds": ("SVD_EXPLORER_JOB_SECONDS", 900, 0),           # 0: no limit
     "queue": ("SVD_EXPLORER_QUEUE", 8, 32),
     "models_kept": ("SVD_EXPLORER_MODELS_KEPT", 2, 4),
@@ -45,6 +46,7 @@ class Limits:
     refine_batch: int
     zero_shot_limit: int
     new_tokens: int
+    prompt_chars: int
     job_seconds: int
     queue: int
     models_kept: int

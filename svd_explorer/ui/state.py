@@ -2,7 +2,8 @@
 
 Bounded everywhere: at most `limits.models_kept` compressed models in memory across all sessions (the
 oldest is dropped first; its figures stay), one download per run written once and deleted when it
-expires or its model is dropped, a session's runs and jobs gone when its page closes.
+expires or its model is dropped, a session's runs and jobs gone when its page closes (a running job's once
+it has ended).
 """
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ class Run:
     tokenizer: object = None
     record: object = None          # the RunRecord, for the manifest of a download
     created: float = field(default_factory=time.time)
+
+
+def to_release(runs: list[Run], kept: int) -> list[Run]:
+    """The oldest runs holding a model beyond the `kept` newest; kept=0 releases them all (`[:-0]` is empty)."""
+    holding = [r for r in runs if r.model is not None]
+    return holding[:max(len(holding) - kept, 0)]
 
 
 class ModelCache:
@@ -94,8 +101,7 @@ class Store:
         run = Run(uuid.uuid4().hex[:8], session, label, source, result, model, tokenizer, record)
         with self.lock:
             self.runs[run.id] = run
-            holding = [r for r in self.runs.values() if r.model is not None]
-            for old in holding[:-self.limits.models_kept]:
+            for old in to_release(list(self.runs.values()), self.limits.models_kept):
                 self._release(old)
         return run
 
@@ -146,8 +152,22 @@ class Store:
     # -- sessions -----------------------------------------------------------------------------
 
     def drop_session(self, session: str) -> None:
-        """The page closed: stop its job, forget its runs, models, downloads and sweeps."""
-        self.jobs.cancel_session(session, "the page was closed")
+        """The page closed: stop its job, forget its runs, models, downloads and sweeps. A running job ends
+        only at its next check, so it is forgotten then, by a watcher, with what it added meanwhile."""
+        job = self.jobs.active(session)
+        if job is not None:
+            self.jobs.cancel(job, "the page was closed")
+        self._forget_session(session)
+        if job is not None:   # even if it just ended: it may have done so after _forget_session looked
+            threading.Thread(target=self._forget_after, args=(job, session), daemon=True).start()
+
+    def _forget_after(self, job, session: str) -> None:
+        """Wait for a cancelled job's end; its result (a model) would otherwise stay in the job table."""
+        job.wait()
+        self._forget_session(session)
+
+    def _forget_session(self, session: str) -> None:
+        """Drop the session's runs (models, downloads), sweeps and finished jobs."""
         with self.lock:
             for key in [k for k, r in self.runs.items() if r.session == session]:
                 self._release(self.runs.pop(key))
