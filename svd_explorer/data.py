@@ -80,7 +80,7 @@ def _hub_or_local(dataset: str, config: str, field: str, split: str, fallback: s
         import datasets
 
         try:
-            rows = datasets.load_dataset(dataset, config, split=split)[field]
+            rows = datasets.load_dataset(dataset, config, split=split, token=False)[field]  # public data: no token
             return Text("\n\n".join(rows), f"{dataset}/{config} {split} (hub)")
         except Exception as err:  # noqa: BLE001 - any hub failure falls through to the local copy
             reason = f"the hub failed ({str(err).splitlines()[0][:120]})"

@@ -16,6 +16,8 @@ import contextlib
 import os
 import shutil
 import tempfile
+import uuid
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -189,9 +191,10 @@ def store_block(block: nn.Module, placement: Placement | None, name: str) -> nn.
     if placement.mode == "disk":
         from safetensors.torch import save_file
 
-        path = os.path.join(placement.folder, f"compressed-{os.getpid()}-{name}.safetensors")
+        path = os.path.join(placement.folder, f"compressed-{uuid.uuid4().hex}-{name}.safetensors")
         tensors = {k: v.detach().contiguous().cpu() for k, v in block.state_dict().items()}
         save_file(tensors, path)
+        weakref.finalize(block, _remove, path)   # the file lives as long as the block that reads it
         weights = OffloadedWeightsLoader(index={k: {"safetensors_file": path, "weight_name": k} for k in tensors})
     hook = AlignDevicesHook(execution_device=placement.device, offload=True, weights_map=weights,
                             place_submodules=True)
@@ -226,6 +229,11 @@ def release_memory() -> None:
         pass
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
 
 
 def _cast(t: torch.Tensor, dtype):

@@ -26,7 +26,7 @@ from .config import RunConfig, split_list, with_preset
 from .errors import ConfigError
 
 PROTOCOL_FIELDS = ("model", "revision", "calib", "calib_samples", "seq_len", "eval_source", "eval_windows",
-                   "extra_eval", "dev_windows", "batch_size", "precision", "dtype", "preset", "refine_steps",
+                   "extra_eval", "dev_windows", "batch_size", "precision", "device", "dtype", "preset", "refine_steps",
                    "refine_lr", "refine_batch", "refine_params")
 ADDRESS_TIMEOUT = 3.0
 

@@ -64,7 +64,7 @@ class Limits:
     @classmethod
     def from_env(cls, public: bool | None = None) -> "Limits":
         public = os.environ.get("SVD_EXPLORER_PUBLIC", "0") not in ("0", "", "false") if public is None else public
-        values = {name: int(os.environ[var]) for name, (var, _, _) in BOUNDS.items() if var in os.environ}
+        values = {name: _env_int(var) for name, (var, _, _) in BOUNDS.items() if var in os.environ}
         models = tuple(m.strip() for m in os.environ.get("SVD_EXPLORER_MODELS", ",".join(PUBLIC_MODELS)).split(",")
                        if m.strip())
         return cls.of(public, models=models, **values)
@@ -109,3 +109,11 @@ class Limits:
                 raise ConfigError(f"{name.replace('_', ' ')} must be a number >= 0, got {value!r}")
             if high and value > high:
                 raise ConfigError(f"{name.replace('_', ' ')} is at most {high} here (you asked for {value:g})")
+
+
+def _env_int(var: str) -> int:
+    """An integer limit from the environment, or a one-line error naming the variable (at start, not later)."""
+    try:
+        return int(os.environ[var])
+    except ValueError:
+        raise ConfigError(f"{var} must be a whole number, got {os.environ[var]!r}") from None
