@@ -18,6 +18,7 @@ RESULTS = "runs"
 ZIP_LIMIT_BYTES = 50 << 20      # an uploaded sweep zip, compressed
 ZIP_MEMBER_LIMIT = 20 << 20     # one JSON member, uncompressed
 ZIP_MEMBERS = 2000
+ZIP_TOTAL_LIMIT = 200 << 20     # all members together, uncompressed (a zip bomb is refused before reading)
 
 
 class ComparisonError(ValueError):
@@ -131,6 +132,8 @@ def read_zip(path) -> list[dict]:
         members = archive.infolist()
         if len(members) > ZIP_MEMBERS:
             raise ComparisonError(f"{path.name} holds more than {ZIP_MEMBERS} files")
+        if sum(info.file_size for info in members) > ZIP_TOTAL_LIMIT:
+            raise ComparisonError(f"{path.name} unpacks to more than {ZIP_TOTAL_LIMIT >> 20} MB")
         rows = []
         for info in members:
             if info.is_dir():

@@ -77,3 +77,36 @@ def test_bad_sweeps_are_refused_before_any_task_starts(tiny_folder, text_file, t
     assert main(args + extra) == 2
     assert message in capsys.readouterr().err and time.time() - start < 20
     assert not (tmp_path / "s" / "runs").exists() or not list((tmp_path / "s" / "runs").iterdir())
+
+
+def write_zip(path, members: dict):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return path
+
+
+RESULT = json.dumps({"method": "svd", "config": {}, "ratio": 0.2, "params_after": 8, "params_before": 10})
+
+
+@pytest.mark.parametrize("members, message", [
+    ({"../evil.json": RESULT}, "points outside the folder"),
+    ({"runs/a.py": "print(1)"}, "is not a sweep file"),
+    ({"runs/a.json": "{not json"}, "is not valid JSON"),
+    ({"runs/a.json": RESULT, "runs/b.json": " " * 4000}, "unpacks to more than"),
+])
+def test_an_uploaded_sweep_zip_is_refused_by_name_when_unsafe(tmp_path, monkeypatch, members, message):
+    from svd_explorer import comparison
+
+    monkeypatch.setattr(comparison, "ZIP_TOTAL_LIMIT", 2000)
+    with pytest.raises(comparison.ComparisonError, match=message):
+        comparison.read_zip(write_zip(tmp_path / "sweep.zip", members))
+
+
+def test_an_uploaded_sweep_zip_gives_its_results(tmp_path):
+    from svd_explorer.comparison import read_zip
+
+    rows = read_zip(write_zip(tmp_path / "sweep.zip", {"runs/a.json": RESULT, "summary.md": "| x |"}))
+    assert [r["method"] for r in rows] == ["svd"]
