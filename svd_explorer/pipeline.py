@@ -18,12 +18,14 @@ block the driver
 The original model is never modified: the driver works on a shell copy (new module objects sharing
 the original tensors) whose blocks are swapped for compressed ones. Memory stays bounded by the
 original model, the compressed blocks so far, one dense block copy, one group's statistics and the
-two streams. With cached statistics, a method that reads only the original stream needs no pass at
-all to compress; the depth-error record is then measured on the first DEPTH_WINDOWS windows.
+two streams. A method that reads only the original stream pushes the compressed stream through the
+first batch only (it feeds nothing but the depth-error record); with cached statistics it needs no
+pass at all, and both streams run over the first DEPTH_WINDOWS windows for that record.
 """
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -302,10 +304,15 @@ class _Run:
         self.layout = find_layout(self.target)
         self.fast = statistics is not None and not method.sequential and refine is None
         ids = calib_ids[:DEPTH_WINDOWS] if self.fast else calib_ids
-        self.windows, self.depth_windows, self.batch_size = calib_ids.shape, ids.shape[0], batch_size
         with torch.no_grad():
             hidden, self.calls = capture_calls(self.target, self.layout.blocks, ids, batch_size)
-        self.h_f = self.h_c = [h.to(self.stream_dtype) for h in hidden]
+        self.h_f = [h.to(self.stream_dtype) for h in hidden]
+        # The compressed stream feeds only the depth-error figure unless a fit or the refinement reads it:
+        # then its first batch is enough, which saves one pass of every block over the calibration set.
+        needs_c = method.sequential or refine is not None
+        self.h_c = self.h_f if needs_c else self.h_f[:max(1, math.ceil(DEPTH_WINDOWS / batch_size))]
+        self.windows, self.batch_size = calib_ids.shape, batch_size
+        self.depth_windows = sum(h.shape[0] for h in self.h_c)
         self.diverged = False
         self.layers: list[ProjectionRecord] = []
         self.blocks: list[BlockRecord] = []
@@ -321,7 +328,7 @@ class _Run:
                 next_f = self.forward(reference, index, self.h_f)
             self.diverged = self.diverged or bool(todo)
             with torch.no_grad():
-                next_c = self.forward(block, index, self.h_c) if self.diverged else next_f
+                next_c = self.forward(block, index, self.h_c) if self.diverged else next_f[:len(self.h_c)]
         if todo:
             self.layout.blocks[index] = store_block(block, self.placement, f"block{index}")
         rel, cos = stream_distance(next_c, next_f)
