@@ -285,3 +285,14 @@ def test_zero_shot_panel_evaluates_both_models(app, shared_data):
     bars = json.loads(last["zero_plot"]["plot"])["data"]
     assert all("%" in cell for cell in last["zero_table"]["data"][0][1:])
     assert [b["name"] for b in bars] == ["original", "compressed"]
+
+
+def test_an_uploaded_calibration_file_is_recorded_by_its_name_only():
+    from types import SimpleNamespace
+
+    from svd_explorer.ui.callbacks import without_server_paths
+
+    path = "/tmp/gradio/0f3a/my notes.txt"
+    record = SimpleNamespace(config={"calib": path}, compression=SimpleNamespace(calibration={"source": path}))
+    without_server_paths(record)
+    assert record.config["calib"] == record.compression.calibration["source"] == "my notes.txt"

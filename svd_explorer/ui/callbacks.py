@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -333,6 +334,7 @@ def _finish(store: Store, session: str, job, config, label: str) -> dict:
         return {"status": problem, "run_box": {"__type__": "update", "choices": _run_choices(store, session),
                                                "value": latest.id if latest else None}}
     record, model, tokenizer = job.result
+    without_server_paths(record)
     result = record.to_dict()
     run = store.add(session, label, config.model, result, model, tokenizer, record)
     done = f"Done in {job.elapsed:.0f} s."
@@ -340,6 +342,15 @@ def _finish(store: Store, session: str, job, config, label: str) -> dict:
         done += f" Perplexity {result['ppl_original']:.1f} → {result['ppl_compressed']:.1f}."
     return {"status": done, "run_box": {"__type__": "update", "choices": _run_choices(store, session),
                                         "value": run.id}}
+
+
+def without_server_paths(record) -> None:
+    """An uploaded calibration file is recorded by its own name (in the page, the JSON and the manifest),
+    never by its temporary path on the server."""
+    for holder, key in ((record.config, "calib"), (record.compression.calibration, "source")):
+        value = holder.get(key)
+        if isinstance(value, str) and os.sep in value:
+            holder[key] = Path(value).name
 
 
 def _run_choices(store: Store, session: str) -> list[tuple[str, str]]:
