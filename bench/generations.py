@@ -3,7 +3,7 @@ the tab suggests (one where methods differ by degrees instead of all answering g
 
     python bench/generations.py [--methods svd,asvd,svd-llm,saes-svd] [--ratios 0.05,0.1,0.2]
 
-Calibration as in the app (16 x 256 tokens of the BoolQ passages, seed 0); the first two example
+Calibration 16 x 256 tokens of the BoolQ passages, seed 0 (a quick setting); the first two example
 prompts of the tab, 48 new tokens, temperature 0, through the chat template. Prints a Markdown table.
 """
 from __future__ import annotations

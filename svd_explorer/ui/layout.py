@@ -263,8 +263,10 @@ def _generate_tab(page: Page, limits: Limits) -> None:
             page.add("compressed_out", gr.Textbox(label="compressed", lines=8))
 
 
-GENERATION_HINT = ("**Try ratio 0.1 first**: at 20% every method's SmolLM2 answers are broken, while at 10% "
-                   "they degrade by degrees from method to method.")
+GENERATION_HINT = ("**Start with ResSVD at ratio 0.1**, then compare 0.05 and 0.2: measured on the embedded model "
+                   "(bench/generations.py, 16 x 256 calibration tokens), ResSVD still answers in sentences at "
+                   "0.05-0.1 while SVD-LLM and SAES-SVD stop at once or answer in a few words, and at 0.2 they "
+                   "repeat themselves or stop at once.")
 
 
 def _zero_shot_tab(page: Page, limits: Limits) -> None:
