@@ -9,6 +9,7 @@ pipeline's "start" / "projection" / "block" / "done" events.
 from __future__ import annotations
 
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -56,7 +57,18 @@ def resolve_evaluation(source: str) -> str:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """This process's peak resident memory. On Linux, VmHWM of its own address space: ru_maxrss keeps the
+    high-water mark across fork and exec, so a run started from a large process (a test runner) would
+    report its parent's size."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS reports bytes, others KiB
 
 
 @torch.no_grad()
