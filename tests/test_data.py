@@ -34,21 +34,21 @@ def test_empty_files_are_refused(tmp_path, content, message):
         load_text(str(tmp_path / "e.txt"))
 
 
-def test_bad_sources_say_what_is_wrong(tmp_path):
+@pytest.mark.parametrize("name, content, message", [
+    ("b.jsonl", '{"body": "x"}\n', "line 1 is not an object with a 'text' field"),
+    ("n.jsonl", "3\n", "line 1 is not an object"),
+    ("j.jsonl", '{"text": \n', "line 1 is not JSON"),
+    ("c.csv", "text\nx\n", "unsupported file type"),
+])
+def test_bad_sources_say_what_is_wrong(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_text(str(tmp_path / name))
+
+
+def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(DataError, match="no file"):
         load_text(str(tmp_path / "missing.txt"))
-    (tmp_path / "b.jsonl").write_text('{"body": "x"}\n')
-    with pytest.raises(DataError, match="line 1 is not an object with a 'text' field"):
-        load_text(str(tmp_path / "b.jsonl"))
-    (tmp_path / "n.jsonl").write_text('3\n')
-    with pytest.raises(DataError, match="line 1 is not an object"):
-        load_text(str(tmp_path / "n.jsonl"))
-    (tmp_path / "j.jsonl").write_text('{"text": \n')
-    with pytest.raises(DataError, match="line 1 is not JSON"):
-        load_text(str(tmp_path / "j.jsonl"))
-    (tmp_path / "c.csv").write_text("text\nx\n")
-    with pytest.raises(DataError, match="unsupported file type"):
-        load_text(str(tmp_path / "c.csv"))
 
 
 def test_windows_are_reproducible_and_checked():
