@@ -191,3 +191,17 @@ def test_a_closed_page_forgets_its_running_job_only_once_it_has_ended(tmp_path):
         time.sleep(0.02)
     assert job.id not in store.jobs.jobs and not store.session_runs("s")
     assert added and added[0].model is None                         # what it added meanwhile is released too
+
+
+def test_an_expired_download_is_deleted_on_a_clock(tmp_path):
+    from svd_explorer.ui.state import Store
+
+    store = Store("src", Limits.of(True, download_seconds=1), tmp_path, preload=False)
+    run = run_holding(store)
+    folder, _ = store.download_folder(run)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.zip").write_bytes(b"x" * 1000)
+    deadline = time.time() + 10
+    while folder.exists() and time.time() < deadline:     # nobody prepares another download meanwhile
+        time.sleep(0.2)
+    assert not folder.exists() and run.id not in store.downloads

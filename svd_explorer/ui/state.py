@@ -11,6 +11,7 @@ import shutil
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,8 @@ class Store:
         self.lock = threading.Lock()
         if preload:
             threading.Thread(target=self._preload, daemon=True).start()
+        period = max(1.0, min(60.0, limits.download_seconds / 4))
+        threading.Thread(target=_expire_periodically, args=(weakref.ref(self), period), daemon=True).start()
 
     def _preload(self):
         try:
@@ -177,3 +180,15 @@ class Store:
     def bytes_on_disk(self) -> int:
         return sum(f.stat().st_size for f in self.download_root.rglob("*") if f.is_file()) \
             if self.download_root.exists() else 0
+
+
+def _expire_periodically(store_ref, period: float) -> None:
+    """Expired downloads are deleted on a clock, not only when the next one is prepared; the thread ends
+    with its Store."""
+    while True:
+        time.sleep(period)
+        store = store_ref()
+        if store is None:
+            return
+        store.expire_downloads()
+        del store
