@@ -19,6 +19,7 @@ ZIP_LIMIT_BYTES = 50 << 20      # an uploaded sweep zip, compressed
 ZIP_MEMBER_LIMIT = 20 << 20     # one JSON member, uncompressed
 ZIP_MEMBERS = 2000
 ZIP_TOTAL_LIMIT = 200 << 20     # all members together, uncompressed (a zip bomb is refused before reading)
+BF16_BYTES = 2                  # the saved size of a run: every tensor in bfloat16 (saving.py's default)
 
 
 class ComparisonError(ValueError):
@@ -39,9 +40,6 @@ def eval_sets(row: dict) -> dict[str, float]:
     if row.get("dev_ppl") is not None:
         out["dev"] = row["dev_ppl"]
     return out
-
-
-BF16_BYTES = 2   # the saved size of a run: every tensor in bfloat16 (saving.py's default), tokenizer aside
 
 
 def aggregate(rows: list[dict]) -> list[dict]:

@@ -302,14 +302,14 @@ class _Run:
         self.precision, self.autocast = passes.precision, passes.autocast
         self.target = shell_copy(model)
         self.layout = find_layout(self.target)
-        self.fast = statistics is not None and not method.sequential and refine is None
+        # The compressed stream feeds only the depth-error figure unless a fit or the refinement reads it:
+        # then its first batch is enough, which saves one pass of every block over the calibration set.
+        needs_c = method.sequential or refine is not None
+        self.fast = statistics is not None and not needs_c
         ids = calib_ids[:DEPTH_WINDOWS] if self.fast else calib_ids
         with torch.no_grad():
             hidden, self.calls = capture_calls(self.target, self.layout.blocks, ids, batch_size)
         self.h_f = [h.to(self.stream_dtype) for h in hidden]
-        # The compressed stream feeds only the depth-error figure unless a fit or the refinement reads it:
-        # then its first batch is enough, which saves one pass of every block over the calibration set.
-        needs_c = method.sequential or refine is not None
         self.h_c = self.h_f if needs_c else self.h_f[:max(1, math.ceil(DEPTH_WINDOWS / batch_size))]
         self.windows, self.batch_size = calib_ids.shape, batch_size
         self.depth_windows = sum(h.shape[0] for h in self.h_c)

@@ -140,12 +140,12 @@ class JobManager:
             if job.status == "queued":
                 job.status, job.finished = "cancelled", time.time()
 
-    def cancel_session(self, session: str, reason: str = "you pressed Stop") -> bool:
+    def cancel_session(self, session: str, reason: str = "you pressed Stop") -> Job | None:
+        """Cancel the session's queued or running job; returns it (None when there was none)."""
         job = self.active(session)
-        if job is None:
-            return False
-        self.cancel(job, reason)
-        return True
+        if job is not None:
+            self.cancel(job, reason)
+        return job
 
     def discard(self, job: Job) -> None:
         """Forget a finished job (its result, and anything it holds)."""

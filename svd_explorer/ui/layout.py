@@ -252,7 +252,7 @@ def _generate_tab(page: Page, limits: Limits) -> None:
     with gr.Tab("Side by side"):
         gr.Markdown(texts.EXPLAIN["generate"] + " " + GENERATION_HINT)
         page.add("prompt", gr.Textbox(value=EXAMPLES[0], label="prompt", lines=2,
-                                                max_length=page.store.limits.prompt_chars))
+                                                max_length=limits.prompt_chars))
         gr.Examples(EXAMPLES, inputs=page["prompt"])
         with gr.Row():
             page.add("new_tokens", gr.Slider(8, limits.new_tokens, value=64, step=8, label="new tokens"))

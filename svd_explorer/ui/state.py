@@ -157,9 +157,7 @@ class Store:
     def drop_session(self, session: str) -> None:
         """The page closed: stop its job, forget its runs, models, downloads and sweeps. A running job ends
         only at its next check, so it is forgotten then, by a watcher, with what it added meanwhile."""
-        job = self.jobs.active(session)
-        if job is not None:
-            self.jobs.cancel(job, "the page was closed")
+        job = self.jobs.cancel_session(session, "the page was closed")
         self._forget_session(session)
         if job is not None:   # even if it just ended: it may have done so after _forget_session looked
             threading.Thread(target=self._forget_after, args=(job, session), daemon=True).start()
