@@ -54,10 +54,13 @@ def main(argv=None) -> int:
     check = run(with_preset("demo", method="svd-llm", ratio=0.2, stats_cache="off", **SETTINGS),
                 measure_forward=False).record.scores["ppl_compressed"]
     swept_ppl = next(r["ppl_compressed"] for r in rows if r["method"] == "svd-llm" and r["ratio"] == 0.2)
+    per_run = "\n".join(f"  {r['method']} {r['ratio']:g}: {single[r['method'] + ' ' + format(r['ratio'], 'g')]:.1f} s "
+                         f"alone, {r['seconds']:.1f} s in the sweep (SVDs {r['calibration'].get('decompositions')})"
+                         for r in rows)
     text = (f"12 runs one by one without the cache: {alone:.0f} s of compression.\n"
             f"The same runs as a sweep: {swept:.0f} s "
             f"(statistics pass {sum(s['seconds'] for s in stats.values()):.0f} s, "
-            f"counted once).\nRatio: {swept / alone:.2f}.\n"
+            f"counted once).\nRatio: {swept / alone:.3f}.\n{per_run}\n"
             f"svd-llm 0.2 perplexity: sweep {swept_ppl:.4f}, single CLI run without cache {check:.4f}.\n")
     (out / "cache.md").write_text(text)
     print(text)

@@ -3,9 +3,9 @@
     python bench/screenshot.py [--methods ressvd,saes-svd] [--out assets] [--width 1280]
 
 Launches the app on the embedded model in this process, opens it in headless Chromium at 1280 px,
-opens every accordion, compresses with each method in turn (so the comparison has several runs),
-takes the "running" shot while the last one compresses, then one shot per tab once it is done,
-including a side-by-side generation.
+opens every accordion for the first shot (then closes them), compresses with each method in turn
+(so the comparison has several runs), takes the "running" shot while the last one compresses, then
+one shot per tab once it is done, including a side-by-side generation.
 """
 from __future__ import annotations
 
@@ -21,8 +21,14 @@ SHOTS = {"Spectra": "app-spectra", "Depth error": "app-depth-error", "Ranks": "a
          "ACES search": "app-aces-search", "Compare runs": "app-compare-runs"}
 
 
-def wait_status(page, text: str, timeout_s: int) -> None:
-    page.wait_for_function(f"document.querySelector('#status').innerText.includes({text!r})", timeout=timeout_s * 1000)
+def wait_status(page, pattern: str, timeout_s: int) -> None:
+    """Wait until the status line matches a regular expression; on a timeout say what it showed instead."""
+    script = f"new RegExp({pattern!r}).test(document.querySelector('#status').innerText)"
+    try:
+        page.wait_for_function(script, timeout=timeout_s * 1000)
+    except Exception:
+        raise SystemExit(f"waited {timeout_s} s for /{pattern}/; the status says: "
+                         f"{page.locator('#status').inner_text()!r}") from None
 
 
 def compress(page, title: str, ratio: float, last: bool, out: Path) -> None:
@@ -34,10 +40,10 @@ def compress(page, title: str, ratio: float, last: bool, out: Path) -> None:
     page.locator("#compress").click()
     if last:
         page.get_by_role("tab", name="Spectra").click()
-        wait_status(page, "projection 8 ", 900)
+        wait_status(page, r"projection ([3-9]|\d\d+) of", 1800)   # a few layers drawn, the run going on
         page.wait_for_timeout(2000)
-        page.screenshot(path=str(out / "app-running.png"))
-    wait_status(page, "Done", 1800)
+        page.screenshot(path=str(out / "app-running.png"), full_page=True)
+    wait_status(page, "Done", 3600)
     page.wait_for_timeout(3000)
 
 
@@ -65,17 +71,19 @@ def main():
         for accordion in ("Calibration and evaluation", "Method options", "Allocation options and refinement"):
             page.get_by_text(accordion, exact=True).click()
         page.screenshot(path=str(out / "app-start.png"))
+        for accordion in ("Calibration and evaluation", "Method options", "Allocation options and refinement"):
+            page.get_by_text(accordion, exact=True).click()   # closed again: status, tabs and figure fit a shot
         methods = args.methods.split(",")
         for i, name in enumerate(methods):
             compress(page, REGISTRY[name].title, args.ratio, i == len(methods) - 1, out)
         for tab, file in SHOTS.items():
             page.get_by_role("tab", name=tab).click()
             page.wait_for_timeout(1500)
-            page.screenshot(path=str(out / f"{file}.png"))
+            page.screenshot(path=str(out / f"{file}.png"), full_page=True)
         page.get_by_role("tab", name="Side by side").click()
         page.locator("#generate").click()
         page.wait_for_timeout(60_000)
-        page.screenshot(path=str(out / "app-side-by-side.png"))
+        page.screenshot(path=str(out / "app-side-by-side.png"), full_page=True)
         browser.close()
     demo.close()
 

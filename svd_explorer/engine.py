@@ -18,6 +18,7 @@ import torch
 from .allocation import AllocationContext
 from .config import RunConfig
 from .data import development_windows, local_file, text_windows
+from .decompositions import DecompositionStore, reusing
 from .devices import Clock, describe_linalg, resolve_device, resolve_dtype
 from .layout import count_parameters, find_layout
 from .loading import LoadedModel, load_model, read_config, source_kind
@@ -227,10 +228,11 @@ def run(config: RunConfig, *, loaded: LoadedModel | None = None, emit=None, canc
     refine = _refine_settings(config, method)
     emit("status", f"compressing with {method.name} at ratio {config.ratio:g} ({allocation.name} allocation"
                    f"{', refinement on' if refine else ''})")
-    compressed, record = compress_model(
-        lm.model, method, config.ratio, calib_ids, ranks=allocated.ranks, refine=refine,
-        batch_size=config.batch_size, precision=config.precision, callback=emit, cancel=cancel,
-        statistics=statistics, placement=placement if placement.offloaded else None)
+    with reusing(study.decompositions()) as stored:
+        compressed, record = compress_model(
+            lm.model, method, config.ratio, calib_ids, ranks=allocated.ranks, refine=refine,
+            batch_size=config.batch_size, precision=config.precision, callback=emit, cancel=cancel,
+            statistics=statistics, placement=placement if placement.offloaded else None)
     record.extras.update(allocated.info)
     out = RunRecord(
         config=config.to_dict(), model=lm.source, model_revision=lm.revision, compression=record,
@@ -242,7 +244,8 @@ def run(config: RunConfig, *, loaded: LoadedModel | None = None, emit=None, canc
         evaluation={"source": resolve_evaluation(config.eval_source), "description": eval_desc,
                     "windows": 0 if eval_ids is None else len(eval_ids), "seq_len": config.seq_len})
     record.calibration.update(source=config.calib, description=calib_desc, samples=config.calib_samples,
-                              seed=config.seed, statistics=study.statistics_state)
+                              seed=config.seed, statistics=study.statistics_state,
+                              decompositions=stored.describe() if stored else "not stored")
     if eval_ids is not None:
         emit("status", "evaluating the original and the compressed model")
         out.scores = _scores(evaluate(compressed, eval_ids, reference=lm.model, should_stop=check,
@@ -359,6 +362,18 @@ class _Study:
                                              self.config.precision, self.emit, self.check)
         self.statistics_state = f"cache {state}"
         return self.cached
+
+    def decompositions(self) -> DecompositionStore | None:
+        """Where this run's SVDs are reused from and kept: beside its cached statistics, when the method reads
+        only the original stream (its matrices do not depend on the ratio) and they would take at most a
+        quarter of the cache's size limit."""
+        from .stats_cache import key_folder, size_limit
+
+        if self.method.sequential or self.cached is None or self.cached.path is None:
+            return None
+        size = 8 * find_layout(self.lm.model).dense_params
+        return DecompositionStore(key_folder(self._root(), self.key) / "decompositions") \
+            if size <= size_limit() / 4 else None
 
     def _root(self):
         from .paths import cache_dir

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import decompositions
+
 JITTER_START = 1e-6   # first jitter, relative to mean(diag G)
 JITTER_STEPS = 6      # 1e-6 ... 1e-1 (x10 each), then the eigendecomposition fallback
 EIG_FLOOR = 1e-10     # eigenvalues are clamped at max(e) * EIG_FLOOR
@@ -85,17 +87,23 @@ class Truncation:
     spectrum: torch.Tensor  # all singular values of M, descending
 
 
-def truncate(m: torch.Tensor, k: int, name: str = "layer") -> Truncation:
-    """Best rank-k approximation of M (Eckart-Young), factors split as U√Σ and √Σ Vᵀ."""
+def truncate(m: torch.Tensor, k: int, name: str = "layer", reuse: bool = True) -> Truncation:
+    """Best rank-k approximation of M (Eckart-Young), factors split as U√Σ and √Σ Vᵀ. With `reuse`, an SVD
+    stored by an earlier run (decompositions.py) is read back instead of recomputed, when one is active."""
     m = m.double()
     if not torch.isfinite(m).all():
         raise DecompositionError(f"{name}: the matrix to truncate has non-finite entries")
-    try:
-        u, s, vh = torch.linalg.svd(m, full_matrices=False)
-    except RuntimeError as err:  # LAPACK did not converge
-        raise DecompositionError(f"{name}: SVD failed ({err})") from err
+    store = decompositions.active() if reuse else None
+    u, s, vh = store.svd(m, k, lambda x: _svd(x, name)) if store is not None else _svd(m, name)
     root = s[:k].sqrt()
     return Truncation(u[:, :k] * root, root[:, None] * vh[:k], s)
+
+
+def _svd(m: torch.Tensor, name: str):
+    try:
+        return torch.linalg.svd(m, full_matrices=False)
+    except RuntimeError as err:  # LAPACK did not converge
+        raise DecompositionError(f"{name}: SVD failed ({err})") from err
 
 
 def singular_values(w: torch.Tensor) -> torch.Tensor:
@@ -132,7 +140,7 @@ def weighted_error(w: torch.Tensor, w_hat: torch.Tensor, gram: torch.Tensor) -> 
 
 
 def whitened_fit(weight: torch.Tensor, whitener: Whitener, k: int, cross: torch.Tensor | None = None,
-                 name: str = "layer") -> Truncation:
+                 name: str = "layer", reuse: bool = True) -> Truncation:
     """Best rank-k W' for  min ‖W' X − T‖_F  given the input Gram G = X Xᵀ = S Sᵀ.
 
     `cross` describes the target through T Xᵀ = W @ cross; None means T = W X (cross = G), which
@@ -143,5 +151,5 @@ def whitened_fit(weight: torch.Tensor, whitener: Whitener, k: int, cross: torch.
     """
     w = weight.double()
     m = whitener.times(w) if cross is None else whitener.solve_transposed(w @ cross.double())
-    t = truncate(m, k, name)
+    t = truncate(m, k, name, reuse)
     return Truncation(t.left, whitener.unwhiten(t.right), t.spectrum)

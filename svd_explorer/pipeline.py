@@ -333,7 +333,7 @@ class _Run:
             self.layout.blocks[index] = store_block(block, self.placement, f"block{index}")
         rel, cos = stream_distance(next_c, next_f)
         self.h_f, self.h_c = next_f, next_c
-        release_memory()
+        release_memory(full=self.placement is not None)
         record = BlockRecord(index, bool(todo), rel, cos, refine, clock.seconds())
         self.blocks.append(record)
         self.emit("block", asdict(record))

@@ -80,7 +80,7 @@ def spectrum_figure(result: dict, block: int, kind: str) -> go.Figure:
     fig.add_annotation(text=f"rank {k} keeps {_percent(share)} of the energy · rel. error {layer['rel_error']:.3f}",
                        x=0.01, y=0.02, xref="paper", yref="paper", showarrow=False, xanchor="left",
                        bgcolor="rgba(255,255,255,0.8)")
-    return fig
+    return readable_log_axis(fig)
 
 
 def depth_figure(runs: list[tuple[str, dict]], metric: str = "rel_error") -> go.Figure:
@@ -146,7 +146,7 @@ def aces_figure(result: dict, block: int, kind: str) -> go.Figure:
                                 "(block 0's inputs are identical in both models)" if block == 0 else
                            "every β loses (almost) the same share here: the choice hardly matters",
                            x=0.5, y=0.9, xref="paper", yref="paper", showarrow=False)
-    return fig
+    return readable_log_axis(fig)
 
 
 def aces_depth_figure(result: dict) -> go.Figure:
@@ -213,7 +213,7 @@ def comparison_figure(rows: list[dict], metric: str = "ppl_compressed") -> go.Fi
         fig.add_trace(go.Scatter(x=[1.0], y=[original], mode="markers+text", name="original", text=["original"],
                                  textposition="middle left", marker=dict(size=12, color="#6b7280", symbol="diamond")))
     _proportional_axes(fig, rows, metric)
-    return fig
+    return readable_log_axis(fig) if metric == "ppl_compressed" else fig
 
 
 def _proportional_axes(fig: go.Figure, rows: list[dict], metric: str) -> None:
@@ -253,7 +253,7 @@ def pareto_figure(summary: list[dict], session: list[dict], measure: str | None 
                                  y=[r["ppl_compressed"] for r in mine], mode="markers", name="this session's runs",
                                  text=[r.get("label", r["method"]) for r in mine],
                                  marker=dict(size=12, symbol="circle-open", color="#111827", line=dict(width=2))))
-    return fig if fig.data else empty("no finished run with this evaluation set")
+    return readable_log_axis(fig) if fig.data else empty("no finished run with this evaluation set")
 
 
 def rank_depth_figure(runs: list[tuple[str, dict]]) -> go.Figure:
@@ -288,6 +288,32 @@ def zero_shot_figure(scores: dict[str, dict[str, dict]]) -> go.Figure:
                              marker_color=COLORS[i % len(COLORS)],
                              error_y=dict(type="data", array=[tasks[t].get("acc_stderr") or 0 for t in names])))
     return fig if fig.data else empty("run the zero-shot tasks to see their accuracy")
+
+
+def readable_log_axis(fig: go.Figure) -> go.Figure:
+    """Ticks of a log y axis on the 1-2-5 sequence (powers of ten over more than three decades), written in
+    full: plotly's own minor labels read "2" and "3" for 200 and 300. When every value is about the same,
+    a span around them, not 8-digit ticks."""
+    ys = [v for trace in fig.data for v in _extent(trace) if _finite(v) and v > 0]
+    if not ys:
+        return fig
+    lo, hi = min(ys), max(ys)
+    lo, hi = (lo / 2, hi * 2) if hi / lo < 1.5 else (lo, hi)
+    steps = (1, 2, 5) if math.log10(hi / lo) <= 3 else (1,)          # over many decades, powers of ten only
+    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+             for m in steps if lo / 1.5 <= m * 10.0 ** e <= hi * 1.5]
+    fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:.3g}" for t in ticks],
+                     range=[math.log10(lo / 1.3), math.log10(hi * 1.3)])
+    return fig
+
+
+def _extent(trace) -> list:
+    """The y values a trace draws, error bars included."""
+    ys = list(trace.y or ())
+    errors = getattr(trace, "error_y", None)
+    if errors is not None and errors.array is not None:
+        ys += [y + e for y, e in zip(ys, errors.array)] + [y - e for y, e in zip(ys, errors.array)]
+    return ys
 
 
 def _finite(value) -> bool:

@@ -8,8 +8,9 @@ manifest, keyed by model source and revision, calibration description, samples, 
 seed, batch size, precision, dtype, device and torch version (everything that changes their bits), and
 reused by every such method at every ratio: a run from cached statistics gives exactly the same
 compressed weights as one that computed them. A key mismatch, a truncated file or a checksum that
-differs is detected and the statistics are recomputed, never used. Entries beyond
-$SVD_EXPLORER_STATS_CACHE_GB (default 10) are deleted oldest first.
+differs is detected and the statistics are recomputed, never used. An entry's folder also holds the
+SVDs its runs stored (decompositions.py). Entries beyond $SVD_EXPLORER_STATS_CACHE_GB (default 10) are
+deleted oldest first.
 """
 from __future__ import annotations
 
@@ -180,13 +181,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def size_limit() -> float:
+    """Bytes the cache may hold ($SVD_EXPLORER_STATS_CACHE_GB, default 10)."""
+    return float(os.environ.get("SVD_EXPLORER_STATS_CACHE_GB", "10")) * 2**30
+
+
 def _evict(root: Path, keep: Path) -> None:
-    limit = float(os.environ.get("SVD_EXPLORER_STATS_CACHE_GB", "10")) * 2**30
     entries = sorted((p for p in root.iterdir() if p.is_dir() and (p / MANIFEST).exists()),
                      key=lambda p: p.stat().st_mtime)
-    total = sum(f.stat().st_size for p in entries for f in p.iterdir() if f.is_file())
+    sizes = {entry: sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) for entry in entries}
+    total = sum(sizes.values())
     for entry in entries:
-        if total <= limit or entry == keep:
+        if total <= size_limit() or entry == keep:
             continue
-        total -= sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
+        total -= sizes[entry]
         shutil.rmtree(entry, ignore_errors=True)

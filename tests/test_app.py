@@ -74,6 +74,18 @@ def test_comparison_axes_keep_differences_in_proportion(recorded, metric, origin
         assert fig.layout.yaxis.range[0] == low and (high is None or fig.layout.yaxis.range[1] == high)
 
 
+def test_log_axes_label_their_ticks_in_full_and_open_up_a_flat_curve():
+    rows = [{"method": "svd-llm", "ratio": r, "params_before": 100, "params_after": 100 - 40 * r, "ppl_compressed": p,
+             "ppl_original": 38.8} for r, p in ((0.2, 224.6), (0.3, 303.2))]
+    fig = plots.comparison_figure(rows)
+    axis = fig.layout.yaxis
+    assert list(axis.ticktext) == ["50", "100", "200"] and list(axis.tickvals) == [50, 100, 200]
+    low, high = 10 ** axis.range[0], 10 ** axis.range[1]
+    assert low < 38.8 and high > 303.2 * 1.2                          # labels beside the top point stay inside
+    flat = plots.readable_log_axis(plots.go.Figure(plots.go.Scatter(x=[0, 1], y=[4.2915e-5, 4.29149e-5])))
+    assert 10 ** (flat.layout.yaxis.range[1] - flat.layout.yaxis.range[0]) > 4   # a span, not 8-digit ticks
+
+
 def test_zero_shot_figure():
     bars = plots.zero_shot_figure({"original": {"piqa": {"acc": 0.6, "acc_stderr": 0.02}},
                                    "compressed": {"piqa": {"acc": 0.55, "acc_stderr": 0.02}}})

@@ -159,3 +159,17 @@ def test_info_shows_ranks_before_anything_runs(tiny_folder, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["kinds"]["q_proj"] == {"shape": [32, 32], "break_even_rank": 16.0, "rank": 8}
     assert info["params_after"] < info["params"]
+
+
+def test_a_second_ratio_reuses_the_cached_statistics_and_svds(tiny_folder, text_file, tmp_path):
+    cache, runs = tmp_path / "stats", {}
+    cached, alone = ["--stats-cache", str(cache)], ["--no-stats-cache"]
+    for name, ratio, extra in [("first", "0.3", cached), ("second", "0.2", cached), ("alone", "0.2", alone)]:
+        assert main(compress(tiny_folder, text_file, "--method", "svd-llm", "--ratio", ratio, *extra,
+                             "--json", str(tmp_path / f"{name}.json"))) == 0
+        runs[name] = json.loads((tmp_path / f"{name}.json").read_text())["calibration"]
+        runs[name]["ppl"] = json.loads((tmp_path / f"{name}.json").read_text())["ppl_compressed"]
+    assert runs["first"]["statistics"] == "cache computed" and runs["first"]["decompositions"]["reused"] == 0
+    assert runs["second"]["statistics"] == "cache hit"
+    assert runs["second"]["decompositions"] == {"reused": runs["first"]["decompositions"]["computed"], "computed": 0}
+    assert runs["alone"]["decompositions"] == "not stored" and runs["alone"]["ppl"] == runs["second"]["ppl"]

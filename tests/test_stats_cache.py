@@ -5,6 +5,7 @@ import pytest
 import torch
 from conftest import tiny_ids, tiny_model
 
+from svd_explorer.decompositions import DecompositionStore, kept_rank, reusing
 from svd_explorer.methods import get_method
 from svd_explorer.pipeline import DEPTH_WINDOWS, Passes, compress_model
 from svd_explorer.stats_cache import FILE, MANIFEST, cache_key, key_folder, load_or_compute
@@ -60,3 +61,50 @@ def test_cached_statistics_give_exactly_the_same_weights(tmp_path, method):
     if method != "saes-svd":   # an original-stream method pushes its compressed stream over a few windows only
         assert b.calibration["depth_windows"] == a.calibration["depth_windows"] == DEPTH_WINDOWS < len(IDS)
         assert [blk.rel_error for blk in a.blocks] == pytest.approx([blk.rel_error for blk in b.blocks], rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["svd", "asvd", "svd-llm", "ressvd"])
+def test_stored_decompositions_give_exactly_the_same_weights_at_another_ratio(tmp_path, method):
+    model = tiny_model("llama")
+    cached, _ = statistics(tmp_path, model)
+    store = DecompositionStore(tmp_path / "svd")
+    with reusing(store):
+        compress_model(model, get_method(method), 0.3, IDS, batch_size=2, precision="float32", statistics=cached)
+    written = store.describe()
+    assert written["reused"] == 0 and written["computed"] > 0
+    plain, _ = compress_model(model, get_method(method), 0.2, IDS, batch_size=2, precision="float32")
+    with reusing(store):
+        again, _ = compress_model(model, get_method(method), 0.2, IDS, batch_size=2, precision="float32",
+                                  statistics=cached)
+    x, y = plain.state_dict(), again.state_dict()
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    assert store.describe()["reused"] == written["computed"]      # every stored SVD served the other ratio
+
+
+def test_a_decomposition_is_reused_only_for_the_same_matrix_and_a_rank_it_holds(tmp_path):
+    store, m = DecompositionStore(tmp_path), torch.randn(12, 20, dtype=torch.float64)
+    calls = []
+
+    def compute(x):
+        calls.append(x)
+        return torch.linalg.svd(x, full_matrices=False)
+
+    u, s, vh = store.svd(m, 3, compute)
+    u2, s2, vh2 = store.svd(m.clone(), 3, compute)                  # same contents: read back, bit for bit
+    assert len(calls) == 1 and torch.equal(u2, u[:, :3]) and torch.equal(s2, s) and torch.equal(vh2, vh[:3])
+    store.svd(m + 1e-12, 3, compute)                                # one changed bit: another matrix
+    store.svd(m, kept_rank(12, 20) + 1, compute)                    # beyond break-even: not stored that far
+    assert len(calls) == 3 and kept_rank(12, 20) == 8
+
+
+def test_a_damaged_decomposition_is_computed_again(tmp_path):
+    store, m = DecompositionStore(tmp_path), torch.randn(10, 10, dtype=torch.float64)
+    compute = lambda x: torch.linalg.svd(x, full_matrices=False)   # noqa: E731
+    store.svd(m, 2, compute)
+    path = next(tmp_path.glob("*.safetensors"))
+    data = path.read_bytes()
+    path.write_bytes(data[:-8] + bytes(b ^ 0xFF for b in data[-8:]))
+    store.svd(m, 2, compute)
+    assert store.describe() == {"reused": 0, "computed": 2}
+    store.svd(m, 2, compute)
+    assert store.describe()["reused"] == 1

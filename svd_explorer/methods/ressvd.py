@@ -34,11 +34,11 @@ def two_stage_fit(weight, whitener, k1: int, k2: int, order: str, name: str) -> 
     extra = {"k1": k1, "k2": k2, "order": order}
     if k2 == 0:
         return Fit(first.left, first.right, first.spectrum, label, whitening=whitener.describe(), extra=extra)
-    residual = w - first.left @ first.right
+    residual = w - first.left @ first.right   # depends on k1, so never worth storing (reuse=False)
     if order == "plain-first":
-        second = whitened_fit(residual, whitener, k2, name=name)
+        second = whitened_fit(residual, whitener, k2, name=name, reuse=False)
     else:
-        second = truncate(residual, k2, name)
+        second = truncate(residual, k2, name, reuse=False)
     extra["residual_spectrum"] = [float(f"{v:.6g}") for v in second.spectrum.tolist()]
     return Fit(first.left, first.right, first.spectrum, label, residual=(second.left, second.right),
                whitening=whitener.describe(), extra=extra)

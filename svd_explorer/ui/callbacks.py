@@ -301,10 +301,12 @@ def compress(store: Store, session: str, **v):
     live = _run_choices(store, session) + [(f"{label} (running)", LIVE)]
     yield {"status": texts.job_status(job, store.jobs.position(job), None), "ratio_message": "",
            "model_message": "", "run_box": {"__type__": "update", "choices": live, "value": LIVE}}
-    total = None
+    total, drawn = None, 0
     for _ in follow(store, job):
         total = total or _total_projections(job)
-        yield _live_view(store, session, job, config, total, v)
+        partial = partial_result(job, config.method)
+        yield _live_view(store, session, job, total, v, partial, len(partial["layers"]) > drawn)
+        drawn = len(partial["layers"])
     yield _finish(store, session, job, config, label)
 
 
@@ -313,10 +315,11 @@ def _total_projections(job) -> int | None:
     return len(start["plan"]) if start else None
 
 
-def _live_view(store: Store, session: str, job, config, total, v) -> dict:
+def _live_view(store: Store, session: str, job, total, v, partial: dict, redraw: bool) -> dict:
+    """The status every tick; the figures only when a projection finished since they were last drawn
+    (redrawing three figures twice a second kept a 2-core Space's page too busy to show Stop at once)."""
     out = {"status": texts.job_status(job, store.jobs.position(job), total)}
-    partial = partial_result(job, config.method)
-    if partial["layers"]:
+    if redraw:
         last = partial["layers"][-1]
         others = [(x.label, x.result) for x in store.session_runs(session)][-4:]
         out |= {"spectrum_plot": plots.spectrum_figure(partial, last["block"], last["kind"]),

@@ -167,9 +167,8 @@ def job_status(job, position: int, total_projections: int | None) -> str:
     if done and total_projections:
         start = next((t for t, k, _ in events if k == "start"), job.started or time.time())
         left = (time.time() - start) / len(done) * (total_projections - len(done))
-        last = done[-1]
-        step_text = f" · {_step(step[1])}" if step else ""
-        text = (f"Running: block {last['block']} · projection {len(done)} of {total_projections}{step_text} · "
+        step_text = f" · {_step(step[1])}" if step else ""    # blocks counted from 1 here, as in every step
+        text = (f"Running: projection {len(done)} of {total_projections}{step_text} · "
                 f"{elapsed} · about {left:.0f} s left")
     return text
 
