@@ -24,7 +24,7 @@ from .layout import count_parameters, find_layout
 from .loading import LoadedModel, load_model, read_config, source_kind
 from .lowrank import break_even_rank
 from .metrics import evaluate
-from .offload import Placement, choose_placement, device_map
+from .offload import Placement, choose_placement, device_map, fixed_mmap_threshold
 from .pipeline import Passes, cancel_check, compress_model
 from .records import RunRecord
 from .refine import RefineSettings
@@ -145,6 +145,8 @@ def load_for(config: RunConfig, emit=_quiet, token=None) -> tuple[LoadedModel, P
         return lm, placement
     placement, layout, meta = plan_placement(config, device, dtype, token)
     emit("status", f"placement: {placement.sentence()}")
+    if placement.offloaded:
+        fixed_mmap_threshold()
     emit("status", f"loading {config.model}")
     lm = load_model(config.model, revision=config.revision, dtype=dtype, device=device, token=token,
                     device_map=device_map(meta, layout.blocks_path, placement),

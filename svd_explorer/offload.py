@@ -234,6 +234,23 @@ def release_memory(full: bool = True) -> None:
         torch.cuda.empty_cache()
 
 
+MMAP_THRESHOLD = 4 << 20   # bytes: allocations from this size up get their own mapping
+
+
+def fixed_mmap_threshold() -> None:
+    """Make glibc serve every allocation of MMAP_THRESHOLD or more from its own mapping, returned to the
+    system when freed. By default glibc raises that threshold each time such a block is freed, so an
+    offloaded model's block weights and the evaluation's 400 MB logits end up in one heap that only
+    grows: measured on SmolLM2 with --offload disk, peak RSS 3.3-4.9 GB by default, 2.0 GB with this
+    (the in-memory run: 2.7 GB). Only offloaded runs ask for it; elsewhere (not glibc) it does nothing."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)   # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def _remove(path: str) -> None:
     with contextlib.suppress(OSError):
         os.remove(path)
