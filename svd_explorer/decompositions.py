@@ -20,6 +20,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .lowrank import break_even_rank
+
 _ACTIVE: ContextVar["DecompositionStore | None"] = ContextVar("decompositions", default=None)
 
 
@@ -33,7 +35,7 @@ def digest(m: torch.Tensor) -> str:
 
 def kept_rank(rows: int, cols: int) -> int:
     """Columns stored: up to the break-even rank, where a factorised layer stops saving parameters."""
-    return min(rows, cols, math.ceil(rows * cols / (rows + cols)))
+    return min(rows, cols, math.ceil(break_even_rank(rows, cols)))
 
 
 class DecompositionStore:

@@ -222,14 +222,10 @@ def release_memory(full: bool = True) -> None:
     every object of the process (0.26 s a block on an H100 machine, 8 of svd-llm's 17 s on SmolLM2's
     shape), so only an offloaded run, whose peak memory is the point, asks for one; others collect
     the young generations, where this block's cycles are."""
-    import ctypes
     import gc
 
     gc.collect(2 if full else 1)
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    _glibc("malloc_trim", 0)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -243,10 +239,15 @@ def fixed_mmap_threshold() -> None:
     offloaded model's block weights and the evaluation's 400 MB logits end up in one heap that only
     grows: measured on SmolLM2 with --offload disk, peak RSS 3.3-4.9 GB by default, 2.0 GB with this
     (the in-memory run: 2.7 GB). Only offloaded runs ask for it; elsewhere (not glibc) it does nothing."""
+    _glibc("mallopt", -3, MMAP_THRESHOLD)   # -3: M_MMAP_THRESHOLD
+
+
+def _glibc(function: str, *args) -> None:
+    """Call a glibc allocator function; on another C library, nothing."""
     import ctypes
 
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)   # -3: M_MMAP_THRESHOLD
+        getattr(ctypes.CDLL("libc.so.6"), function)(*args)
     except (OSError, AttributeError):
         pass
 
