@@ -197,57 +197,98 @@ def run(config: RunConfig, *, loaded: LoadedModel | None = None, emit=None, canc
     config.validate(token)
     method = config.build_method()
     allocation = config.build_allocation(method)
-    if loaded is None:
-        loaded, placement = load_for(config, emit, token)
-    elif loaded.placement:
-        placement = Placement(**loaded.placement)
-    else:
-        placement = Placement("memory", str(Passes.of(loaded.model).device), 0, 0, "the model was already loaded")
-    lm = loaded
+    lm, placement = _model_and_placement(config, loaded, emit, token)
     check()
     emit("status", f"model: {lm.description}")
-    clock = Clock()
-    emit("status", "preparing the calibration text")
-    calib_ids, calib_desc = calibration_windows(lm, config.calib, config.calib_samples, config.seq_len, config.seed,
-                                                emit)
-    prep = clock.seconds()
-    emit("status", f"calibration: {calib_desc}")
-    check()
-    emit("status", "preparing the evaluation text")
-    eval_ids, eval_desc = evaluation_windows(lm, config.eval_source, config.eval_windows, config.seq_len, config.seed,
-                                             emit)
-    emit("status", f"evaluation: {eval_desc}")
+    texts = _Texts.draw(config, lm, emit, check)
     forward = None
     if measure_forward:
         emit("status", "timing one plain forward over the calibration set")
-        forward = forward_seconds(lm.model, calib_ids, config.batch_size)
-    study = _Study(config, lm, method, calib_ids, calib_desc, emit, check)
+        forward = forward_seconds(lm.model, texts.calib_ids, config.batch_size)
+    compressed, out = _compress(config, lm, method, allocation, placement, texts, emit, check, cancel)
+    out.calib_forward_seconds = forward
+    _measure(out, config, lm, compressed, texts.eval_ids, emit, check)
+    if config.output:
+        emit("status", f"saving to {config.output}")
+        save_compressed(compressed, lm.tokenizer, config.output, manifest_info(out), config.save_dtype)
+        out.output, out.output_bytes = str(config.output), folder_bytes(config.output)
+    out.peak_rss_mb = peak_rss_mb()
+    return Outcome(out, compressed if keep_model else None, lm)
+
+
+def _model_and_placement(config: RunConfig, loaded: LoadedModel | None, emit, token) -> tuple[LoadedModel, Placement]:
+    """The model to compress: loaded now as the placement decides, or the one the caller holds."""
+    if loaded is None:
+        return load_for(config, emit, token)
+    if loaded.placement:
+        return loaded, Placement(**loaded.placement)
+    return loaded, Placement("memory", str(Passes.of(loaded.model).device), 0, 0, "the model was already loaded")
+
+
+@dataclass
+class _Texts:
+    """The token windows of one run: calibration (and how long drawing it took) and evaluation."""
+
+    calib_ids: torch.Tensor
+    calib_desc: str
+    prep_seconds: float
+    eval_ids: torch.Tensor | None
+    eval_desc: str
+
+    @classmethod
+    def draw(cls, config: RunConfig, lm: LoadedModel, emit, check) -> "_Texts":
+        clock = Clock()
+        emit("status", "preparing the calibration text")
+        calib = calibration_windows(lm, config.calib, config.calib_samples, config.seq_len, config.seed, emit)
+        prep = clock.seconds()
+        emit("status", f"calibration: {calib[1]}")
+        check()
+        emit("status", "preparing the evaluation text")
+        evaluation = evaluation_windows(lm, config.eval_source, config.eval_windows, config.seq_len, config.seed, emit)
+        emit("status", f"evaluation: {evaluation[1]}")
+        return cls(*calib, prep, *evaluation)
+
+
+def _compress(config, lm, method, allocation, placement, texts: _Texts, emit, check, cancel):
+    """(compressed model, its RunRecord before measuring): statistics, allocation, the pipeline."""
+    study = _Study(config, lm, method, texts.calib_ids, texts.calib_desc, emit, check)
     statistics = study.statistics(needed_by_allocation=_needs(allocation))
-    allocation_clock = Clock()
-    method.prepare(_prepare_context(lm, calib_ids, check, emit))
+    clock = Clock()
+    method.prepare(_prepare_context(lm, texts.calib_ids, check, emit))
     allocated = allocation.allocate(study.context(allocation))
-    allocation_seconds = allocation_clock.seconds()
+    allocation_seconds = clock.seconds()
     refine = _refine_settings(config, method)
     emit("status", f"compressing with {method.name} at ratio {config.ratio:g} ({allocation.name} allocation"
                    f"{', refinement on' if refine else ''})")
     with reusing(study.decompositions()) as stored:
         compressed, record = compress_model(
-            lm.model, method, config.ratio, calib_ids, ranks=allocated.ranks, refine=refine,
+            lm.model, method, config.ratio, texts.calib_ids, ranks=allocated.ranks, refine=refine,
             batch_size=config.batch_size, precision=config.precision, callback=emit, cancel=cancel,
             statistics=statistics, placement=placement if placement.offloaded else None)
     record.extras.update(allocated.info)
-    out = RunRecord(
-        config=config.to_dict(), model=lm.source, model_revision=lm.revision, compression=record,
-        allocation={"name": allocation.name, "options": dict(allocation.config), **_allocation_summary(allocated)},
-        refine=refine.describe() if refine else None, calib_forward_seconds=forward, calib_prep_seconds=prep,
-        allocation_seconds=allocation_seconds, placement=placement.describe(), device=str(Passes.of(lm.model).device),
-        dtype=str(Passes.of(lm.model).stream_dtype).removeprefix("torch."),
-        linalg=describe_linalg(Passes.of(lm.model).device), versions=versions(), original_bytes=lm.file_bytes,
-        evaluation={"source": resolve_evaluation(config.eval_source), "description": eval_desc,
-                    "windows": 0 if eval_ids is None else len(eval_ids), "seq_len": config.seq_len})
-    record.calibration.update(source=config.calib, description=calib_desc, samples=config.calib_samples,
+    record.calibration.update(source=config.calib, description=texts.calib_desc, samples=config.calib_samples,
                               seed=config.seed, statistics=study.statistics_state,
                               decompositions=stored.describe() if stored else "not stored")
+    out = _record(config, lm, record, placement, texts)
+    out.allocation = {"name": allocation.name, "options": dict(allocation.config), **_allocation_summary(allocated)}
+    out.refine, out.allocation_seconds = (refine.describe() if refine else None), allocation_seconds
+    return compressed, out
+
+
+def _record(config: RunConfig, lm: LoadedModel, record, placement: Placement, texts: _Texts) -> RunRecord:
+    """The run's record around the pipeline's: where and how it ran, and what it will be evaluated on."""
+    passes = Passes.of(lm.model)
+    return RunRecord(
+        config=config.to_dict(), model=lm.source, model_revision=lm.revision, compression=record,
+        calib_prep_seconds=texts.prep_seconds, placement=placement.describe(), device=str(passes.device),
+        dtype=str(passes.stream_dtype).removeprefix("torch."), linalg=describe_linalg(passes.device),
+        versions=versions(), original_bytes=lm.file_bytes,
+        evaluation={"source": resolve_evaluation(config.eval_source), "description": texts.eval_desc,
+                    "windows": 0 if texts.eval_ids is None else len(texts.eval_ids), "seq_len": config.seq_len})
+
+
+def _measure(out: RunRecord, config: RunConfig, lm: LoadedModel, compressed, eval_ids, emit, check) -> None:
+    """Perplexity, KL and top-1 on the evaluation text, then development text, other sets and tasks."""
     if eval_ids is not None:
         emit("status", "evaluating the original and the compressed model")
         out.scores = _scores(evaluate(compressed, eval_ids, reference=lm.model, should_stop=check,
@@ -265,12 +306,6 @@ def run(config: RunConfig, *, loaded: LoadedModel | None = None, emit=None, canc
         out.extra_ppl[source], out.extra_ppl_original[source] = _perplexities(lm, compressed, ids, desc, check)
     if config.tasks:
         out.tasks = zero_shot(lm, compressed, list(config.tasks), config.limit, config.task_data, emit, check)
-    if config.output:
-        emit("status", f"saving to {config.output}")
-        save_compressed(compressed, lm.tokenizer, config.output, manifest_info(out), config.save_dtype)
-        out.output, out.output_bytes = str(config.output), folder_bytes(config.output)
-    out.peak_rss_mb = peak_rss_mb()
-    return Outcome(out, compressed if keep_model else None, lm)
 
 
 _ORIGINAL_PPL: dict = {}   # the original model's perplexity on a text, computed once per process

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from svd_explorer.cli import main
+from svd_explorer.sweep import reference_forward
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -28,7 +29,8 @@ def test_a_sweep_runs_every_configuration_then_resumes_only_what_is_missing(tiny
     summary = (out / "summary.md").read_text()
     assert "| svd-llm | auto | auto | 0.2 | 1 |" in summary and (out / "pareto.html").stat().st_size > 10_000
     assert "svd-llm" in (out / "summary.csv").read_text()
-    assert all(r["calib_forward_seconds"] > 0 for r in first.values())
+    stats = json.loads((out / "statistics.json").read_text())
+    assert all(r["calib_forward_seconds"] == stats["0"]["calib_forward_seconds"] > 0 for r in first.values())
     removed = sorted(first)[0]
     (out / "runs" / removed).unlink()
     stamps = {name: (out / "runs" / name).stat().st_mtime for name in first if name != removed}
@@ -42,6 +44,13 @@ def test_a_sweep_runs_every_configuration_then_resumes_only_what_is_missing(tiny
     assert again[removed]["ppl_compressed"] == pytest.approx(first[removed]["ppl_compressed"], rel=1e-6)
     assert sweep(tiny_folder, text_file, out, "--eval-windows", "3") == 2
     assert "eval_windows was 2, now 3" in capsys.readouterr().err
+
+
+def test_every_run_divides_by_the_least_disturbed_forward_of_its_seeds():
+    """A forward timed while the machine was busy (seed 0 here) must not make the runs of that seed look fast."""
+    prepared = {0: {"calib_forward_seconds": 491.6}, 1: {"calib_forward_seconds": 35.8},
+                2: {"calib_forward_seconds": 35.3}}
+    assert reference_forward(prepared) == 35.3
 
 
 def test_a_failing_run_is_retried_recorded_and_does_not_stop_the_others(tiny_folder, tmp_path):
