@@ -278,6 +278,7 @@ def test_download_is_written_once_and_loads_back(app, tmp_path):
     first = named(DOWNLOAD, c.predict(api_name="/export", run_box=None))
     second = named(DOWNLOAD, c.predict(api_name="/export", run_box=None))
     assert first["model_file"] == second["model_file"] and "Download:" in first["download_info"]
+    assert "The link works for 60 min, while this run is among the 4 most recent" in first["download_info"]
     with zipfile.ZipFile(first["model_file"]) as z:
         z.extractall(tmp_path / "unzipped")
     from svd_explorer import load_compressed

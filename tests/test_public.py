@@ -118,17 +118,29 @@ def visitor(app, index: int, outcomes: list) -> None:
             outcomes.append(("limited", status))
             return
         original, compressed = c.predict(api_name="/generate", run_box=None, prompt="Hi", new_tokens=8, temperature=0)
-        download = dict(zip(DOWNLOAD, c.predict(api_name="/export", run_box=None)))
-        outcomes.append(("done", status, compressed, download["download_info"]))
+        outcomes.append(("done", status, compressed, download(c)))
     except Exception as err:  # noqa: BLE001 - recorded, then asserted on
         outcomes.append(("error", repr(err)))
     finally:
         c.close()
 
 
+def download(c) -> str:
+    """The download's message. With more visitors than models kept, another visitor's run may release this
+    one's model (and its zip) between the answer and the fetch: asking again must then say so."""
+    import httpx
+
+    try:
+        return dict(zip(DOWNLOAD, c.predict(api_name="/export", run_box=None)))["download_info"]
+    except httpx.HTTPStatusError:
+        info = dict(zip(DOWNLOAD, c.predict(api_name="/export", run_box=None)))["download_info"]
+        assert "released to save memory" in info, info
+        return info
+
+
 def test_eight_visitors_get_answers_and_leave_nothing_behind(tiny_folder):
     """A bounded load test on loopback: 8 visitors at once, then memory and temporary files back to their bound."""
-    limits = Limits.of(True, models=(str(tiny_folder),), queue=8, models_kept=2, download_seconds=1, job_seconds=120,
+    limits = Limits.of(True, models=(str(tiny_folder),), queue=8, models_kept=2, download_seconds=60, job_seconds=120,
                        calib_samples=8, seq_len=64, eval_windows=4)
     demo = launch_app(tiny_folder, limits)
     process = psutil.Process(os.getpid())
@@ -144,8 +156,8 @@ def test_eight_visitors_get_answers_and_leave_nothing_behind(tiny_folder):
         assert all(o[0] == "done" or "busy" in o[1] for o in outcomes)
         store = demo.store
         assert sum(r.model is not None for r in store.runs.values()) <= limits.models_kept
-        time.sleep(limits.download_seconds + 0.5)
-        store.expire_downloads()
+        assert store.bytes_on_disk() > 0                        # the kept runs' downloads, until they expire
+        store.expire_downloads(now=time.time() + limits.download_seconds + 1)
         assert store.bytes_on_disk() == 0
         assert not any(not j.done for j in store.jobs.jobs.values())
         assert process.memory_info().rss - before < 600 * 2**20     # stated bound: tiny models + caches

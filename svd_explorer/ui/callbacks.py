@@ -529,7 +529,9 @@ def _sizes(store: Store, run, download_bytes: int) -> str:
     line = f"Download: **{texts.size(download_bytes)}** (zip of bfloat16 factors)"
     if original:
         line += f"; the original model's file: **{texts.size(original)}**."
-    return line + f" {texts.EXPLAIN['sizes']}"
+    kept = store.limits
+    return line + (f" The link works for {texts.duration(kept.download_seconds)}, while this run is among the "
+                   f"{kept.models_kept} most recent kept on the server. {texts.EXPLAIN['sizes']}")
 
 
 def unload(store: Store, session: str) -> None:

@@ -144,11 +144,12 @@ class Store:
             self.downloads[run.id] = (folder, time.time())
             return folder, False
 
-    def expire_downloads(self) -> None:
-        limit = self.limits.download_seconds
+    def expire_downloads(self, now: float | None = None) -> None:
+        """Delete downloads older than the limit at `now` (the clock by default; tests pass a later time)."""
+        now = time.time() if now is None else now
         with self.lock:
             for run_id, (path, created) in list(self.downloads.items()):
-                if time.time() - created > limit or run_id not in self.runs:
+                if now - created > self.limits.download_seconds or run_id not in self.runs:
                     shutil.rmtree(path, ignore_errors=True)
                     del self.downloads[run_id]
 
