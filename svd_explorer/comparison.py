@@ -54,8 +54,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
                     "mb_bf16": [r["params_after"] * BF16_BYTES / 1e6 for r in members],
                     "kl": [r.get("kl_to_original") for r in members],
                     "top1": [r.get("top1_agreement") for r in members],
-                    "seconds": [r["seconds"] for r in members],
-                    "x_forward": [r["seconds"] / r["calib_forward_seconds"] for r in members
+                    "seconds": [work_seconds(r) for r in members],
+                    "x_forward": [work_seconds(r) / r["calib_forward_seconds"] for r in members
                                   if r.get("calib_forward_seconds")]}
         for name in eval_sets(members[0]):
             measures[f"ppl_{name}"] = [eval_sets(r).get(name) for r in members]
@@ -63,6 +63,12 @@ def aggregate(rows: list[dict]) -> list[dict]:
                     "label": members[0].get("label"), "seeds": sorted(r["config"]["seed"] for r in members),
                     **{k: mean_std(v) for k, v in measures.items()}})
     return out
+
+
+def work_seconds(row: dict) -> float:
+    """A run's own time: its allocation (a sensitivity or depth search is most of some runs) and its
+    compression; the statistics pass a sweep shares between runs is reported apart."""
+    return row["seconds"] + (row.get("allocation_seconds") or 0.0)
 
 
 def mean_std(values: list) -> tuple[float | None, float | None]:

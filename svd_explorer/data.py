@@ -239,12 +239,14 @@ def random_windows(tokens: torch.Tensor, count: int, length: int, seed: int, wha
 
 
 def disjoint_windows(tokens: torch.Tensor, count: int, length: int, seed: int, avoid: list[int],
-                     what: str = "text") -> torch.Tensor:
-    """`count` windows at random offsets that overlap none of the windows starting at `avoid` (same length):
-    development text from the calibration domain that the calibration never saw."""
+                     what: str = "text", avoid_length: int | None = None) -> torch.Tensor:
+    """`count` windows of `length` at random offsets that overlap none of the windows of `avoid_length`
+    (default: `length`) starting at `avoid`: development text from the calibration domain that the
+    calibration never saw."""
+    avoid_length = avoid_length or length
     free = torch.ones(max(tokens.numel() - length, 0), dtype=torch.bool)
     for a in avoid:
-        free[max(0, a - length + 1):a + length] = False
+        free[max(0, a - length + 1):a + avoid_length] = False
     candidates = free.nonzero().flatten()
     if len(candidates) < count:
         raise DataError(f"{what}: not enough text outside the calibration windows for {count} development "
@@ -326,14 +328,15 @@ def text_windows(source: str, model, tokenizer, count: int, length: int, seed: i
 
 
 def development_windows(source: str, model, tokenizer, count: int, length: int, seed: int,
-                        calibration_count: int, progress=None) -> tuple[torch.Tensor, str]:
-    """Windows of the calibration domain that overlap none of the calibration windows (same seed and
-    count): where settings are chosen. 'self' text is sampled again with another seed."""
+                        calibration: tuple[int, int], progress=None) -> tuple[torch.Tensor, str]:
+    """Windows of the calibration domain that overlap none of the `calibration` = (count, length) windows
+    drawn with the same seed: where settings are chosen. 'self' text is sampled again with another seed."""
     if source == "self":
         windows = sample_self_windows(model, tokenizer, count, length, seed + DEV_SEED_OFFSET, progress=progress)
         return windows, f"self: {count} x {length} tokens sampled with seed {seed + DEV_SEED_OFFSET} (development)"
     tokens, description = text_tokens(source, tokenizer, "train")
-    avoid = random_starts(tokens.numel(), calibration_count, length, seed, description)
-    windows = disjoint_windows(tokens, count, length, seed + DEV_SEED_OFFSET, avoid, description)
+    calibration_count, calibration_length = calibration
+    avoid = random_starts(tokens.numel(), calibration_count, calibration_length, seed, description)
+    windows = disjoint_windows(tokens, count, length, seed + DEV_SEED_OFFSET, avoid, description, calibration_length)
     return windows, (f"{description}: {count} random windows x {length} tokens outside the {calibration_count} "
-                     f"calibration windows (development)")
+                     f"calibration windows of {calibration_length} (development)")

@@ -269,16 +269,18 @@ def _compress(config, lm, method, allocation, placement, texts: _Texts, emit, ch
     record.calibration.update(source=config.calib, description=texts.calib_desc, samples=config.calib_samples,
                               seed=config.seed, statistics=study.statistics_state,
                               decompositions=stored.describe() if stored else "not stored")
-    out = _record(config, lm, record, placement, texts)
-    out.allocation = {"name": allocation.name, "options": dict(allocation.config), **_allocation_summary(allocated)}
-    out.refine, out.allocation_seconds = (refine.describe() if refine else None), allocation_seconds
-    return compressed, out
+    return compressed, _record(
+        config, lm, record, placement, texts, allocation_seconds=allocation_seconds,
+        allocation={"name": allocation.name, "options": dict(allocation.config), **_allocation_summary(allocated)},
+        refine=refine.describe() if refine else None)
 
 
-def _record(config: RunConfig, lm: LoadedModel, record, placement: Placement, texts: _Texts) -> RunRecord:
-    """The run's record around the pipeline's: where and how it ran, and what it will be evaluated on."""
+def _record(config: RunConfig, lm: LoadedModel, record, placement: Placement, texts: _Texts, **decided) -> RunRecord:
+    """The run's record around the pipeline's: where and how it ran, what it will be evaluated on, and what
+    the run `decided` (allocation, refinement)."""
     passes = Passes.of(lm.model)
     return RunRecord(
+        **decided,
         config=config.to_dict(), model=lm.source, model_revision=lm.revision, compression=record,
         calib_prep_seconds=texts.prep_seconds, placement=placement.describe(), device=str(passes.device),
         dtype=str(passes.stream_dtype).removeprefix("torch."), linalg=describe_linalg(passes.device),
@@ -296,7 +298,7 @@ def _measure(out: RunRecord, config: RunConfig, lm: LoadedModel, compressed, eva
     if config.dev_windows:
         check()
         ids, desc = development_windows(resolve_calibration(config.calib), lm.model, lm.tokenizer, config.dev_windows,
-                                        config.seq_len, config.seed, config.calib_samples)
+                                        config.seq_len, config.seed, (config.calib_samples, config.seq_len))
         emit("status", "evaluating on development text")
         out.dev_ppl, out.dev_ppl_original = _perplexities(lm, compressed, ids, desc, check)
     for source in config.extra_eval:
@@ -447,7 +449,7 @@ class _Study:
             length = min(DEV_SEQ_LEN, self.config.seq_len)
             source = resolve_calibration(self.config.calib)
             ids, desc = development_windows(source, self.lm.model, self.lm.tokenizer, DEV_WINDOWS, length,
-                                            self.config.seed, self.config.calib_samples)
+                                            self.config.seed, (self.config.calib_samples, self.config.seq_len))
             self.emit("status", f"development text: {desc}")
             self.dev_description = desc
             self.scorer = DevScorer(self.lm.model, ids, self.cached, self.method, precision=self.config.precision,

@@ -2,15 +2,17 @@
 
 import pytest
 import torch
-from conftest import SAMPLE_TEXT
+from conftest import SAMPLE_TEXT, char_tokenizer
 
 from svd_explorer.data import (
     DataError,
     consecutive_windows,
+    development_windows,
     disjoint_windows,
     load_text,
     random_starts,
     random_windows,
+    text_windows,
     tokenize,
 )
 from svd_explorer.loading import load_model
@@ -73,6 +75,24 @@ def test_development_windows_never_overlap_the_calibration_windows():
         assert all(s + 64 <= a or a + 64 <= s for a in starts)
     with pytest.raises(DataError, match="not enough text"):
         disjoint_windows(torch.arange(300), 5, 64, seed=0, avoid=[0, 100, 200])
+
+
+@pytest.mark.parametrize("length", [16, 64, 100])
+def test_search_windows_shorter_or_longer_than_calibration_avoid_the_calibration_windows(tmp_path, length):
+    """Searches use shorter windows than the calibration (engine.DEV_SEQ_LEN): they must still avoid the
+    calibration windows as drawn, at the calibration's own length."""
+    letters = torch.randint(0, 26, (6000,), generator=torch.Generator().manual_seed(0)).tolist()
+    (tmp_path / "t.txt").write_text("".join(chr(97 + i) for i in letters))       # every 8 letters place a window
+    tok, source = char_tokenizer(), str(tmp_path / "t.txt")
+    calib, _ = text_windows(source, None, tok, 20, 64, seed=3, split="train", consecutive=False)
+    dev, desc = development_windows(source, None, tok, 30, length, seed=3, calibration=(20, 64))
+    all_tokens = tokenize(tok, load_text(source).text)
+    where = {tuple(all_tokens[s:s + 8].tolist()): s for s in range(all_tokens.numel() - 8)}
+    calib_starts = [where[tuple(w[:8].tolist())] for w in calib]
+    for window in dev:
+        s = where[tuple(window[:8].tolist())]
+        assert all(s + length <= a or a + 64 <= s for a in calib_starts), (s, calib_starts)
+    assert "outside the 20 calibration windows of 64" in desc
 
 
 def test_boolq_passages_are_wikipedia_paragraphs(shared_data):

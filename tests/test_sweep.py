@@ -119,3 +119,13 @@ def test_an_uploaded_sweep_zip_gives_its_results(tmp_path):
 
     rows = read_zip(write_zip(tmp_path / "sweep.zip", {"runs/a.json": RESULT, "summary.md": "| x |"}))
     assert [r["method"] for r in rows] == ["svd"]
+
+
+def test_a_runs_time_counts_its_allocation_search():
+    """A sensitivity table can take far longer than the compression: "x fwd" must include it."""
+    from svd_explorer.comparison import aggregate
+
+    run = {"method": "asvd", "ratio": 0.2, "config": {"seed": 0, "allocation": "sensitivity"}, "params_after": 8,
+           "params_before": 10, "seconds": 6.0, "allocation_seconds": 454.0, "calib_forward_seconds": 20.0}
+    row = aggregate([run])[0]
+    assert row["seconds"] == (460.0, None) and row["x_forward"] == (23.0, None)
