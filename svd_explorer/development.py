@@ -23,13 +23,6 @@ from .pipeline import Passes, capture_calls, shell_copy
 from .stats import Statistics
 
 
-def proxy_method(method):
-    """The method itself when it reads only the original stream, else SVD-LLM (its original-stream limit)."""
-    from .methods import get_method
-
-    return get_method("svd-llm") if method.sequential else method
-
-
 class DevScorer:
     """Perplexity on development windows with some projections swapped, from cached block inputs."""
 
@@ -39,7 +32,7 @@ class DevScorer:
         self.work = shell_copy(model)
         self.layout = find_layout(self.work)
         self.windows, self.batch_size = windows, batch_size
-        self.statistics, self.method = statistics, proxy_method(method)
+        self.statistics, self.method = statistics, method.original_stream_form()
         self.check = check or (lambda: None)
         self.inputs = self._block_inputs()
 

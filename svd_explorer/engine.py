@@ -460,7 +460,7 @@ class _Study:
         from .stats_cache import cached_json
 
         scorer = self._scorer()
-        proxy = scorer.method     # two-stream methods share SVD-LLM's table (their original-stream form)
+        proxy = scorer.method     # methods with one original-stream form (SVD-LLM for aa-svd, saes-svd) share a table
         key = {"statistics": self.key, "method": proxy.name, "options": proxy.config,
                "development": self.dev_description, "fractions": fractions}
         if self.config.stats_cache == "off":

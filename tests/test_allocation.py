@@ -17,7 +17,7 @@ from svd_explorer.allocation.loss import greedy_ranks, whitened_loss
 from svd_explorer.allocation.sensitivity import search_threshold
 from svd_explorer.layout import Layout, Projection, find_layout
 from svd_explorer.lowrank import BudgetError
-from svd_explorer.methods import get_method
+from svd_explorer.methods import get_method, list_methods
 
 
 def fake_spectra(layout, seed=0):
@@ -105,6 +105,27 @@ def test_depth_search_picks_the_best_candidate_on_development_text():
     assert len(scores) >= 2 and allocated.info["choice"] == min(allocated.info["search"],
                                                                 key=allocated.info["search"].get)
     assert sum(r is None for r in allocated.ranks.values()) == max(scores)
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_every_method_has_an_original_stream_form_a_scorer_can_fit(name):
+    """Sensitivity candidates are fitted from original-stream statistics only; methods whose form is the
+    same (aa-svd and the two-stream methods: SVD-LLM whitening) share one cached table."""
+    form = get_method(name).original_stream_form()
+    assert not form.sequential
+    if name in ("aa-svd", "saes-svd"):
+        assert (form.name, form.config) == ("svd-llm", get_method("svd-llm").config)
+    elif not get_method(name).sequential:
+        assert form.name == name
+
+def test_aa_svd_shares_svd_llm_table_because_its_default_fit_is_the_same():
+    from svd_explorer.stats import Statistics
+
+    w, x = torch.randn(12, 10, dtype=torch.float64), torch.randn(10, 40, dtype=torch.float64)
+    stats = Statistics.original_only(40, x @ x.T, x.abs().mean(dim=1))
+    own, shared = get_method("aa-svd"), get_method("aa-svd").original_stream_form()
+    assert torch.allclose(own.fit(w, stats, own.split(3, 12, 10), "p").dense(),
+                          shared.fit(w, stats, shared.split(3, 12, 10), "p").dense())
 
 
 def test_sensitivity_threshold_keeps_the_least_sensitive_projections_smallest():

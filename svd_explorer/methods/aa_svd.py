@@ -43,6 +43,12 @@ class AASVD(Method):
     def validate(self):
         self.stats = frozenset({"f"} if self.config["init"] == "whiten" else {"c", "x"})
 
+    def original_stream_form(self) -> Method:
+        """Both inits are SVD-LLM's whitening when the streams agree: share its sensitivity table."""
+        from . import get_method
+
+        return get_method("svd-llm")
+
     def fit(self, weight, stats, budget, name):
         if self.config["init"] == "whiten":
             return svd_llm_fit(weight, stats.whitener("f", name), budget.rank, name)

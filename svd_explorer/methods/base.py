@@ -58,6 +58,14 @@ class Method(Configurable, ABC):
         """Whether fits need the compressed stream, so groups must be processed one after another."""
         return bool(self.stats & {"c", "x"})
 
+    def original_stream_form(self) -> "Method":
+        """The method as a development scorer fits candidates, from original-stream statistics only: itself,
+        or SVD-LLM for methods that need the compressed stream (their limit when the streams agree).
+        Methods with the same form share one sensitivity table."""
+        from . import get_method
+
+        return get_method("svd-llm") if self.sequential else self
+
     def prepare(self, context) -> None:
         """Model-level statistics gathered before the block loop (fwsvd's gradients); most need none."""
 
