@@ -118,6 +118,7 @@ def test_every_method_has_an_original_stream_form_a_scorer_can_fit(name):
     elif not get_method(name).sequential:
         assert form.name == name
 
+
 def test_aa_svd_shares_svd_llm_table_because_its_default_fit_is_the_same():
     from svd_explorer.stats import Statistics
 

@@ -130,10 +130,13 @@ def download(c) -> str:
     one's model (and its zip) between the answer and the fetch: asking again must then say so."""
     import httpx
 
-    try:
+    def ask() -> str:
         return dict(zip(DOWNLOAD, c.predict(api_name="/export", run_box=None)))["download_info"]
+
+    try:
+        return ask()
     except httpx.HTTPStatusError:
-        info = dict(zip(DOWNLOAD, c.predict(api_name="/export", run_box=None)))["download_info"]
+        info = ask()
         assert "released to save memory" in info, info
         return info
 
