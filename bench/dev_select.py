@@ -3,12 +3,15 @@
     python bench/dev_select.py --variants "aa-svd:refine_lr=1e-4" "aa-svd:refine_lr=3e-4"
     python bench/dev_select.py --variants "svd-llm:allocation=loss,normalize=energy" \\
         "svd-llm:allocation=loss,normalize=none"
+    python bench/dev_select.py --variants "svd-llm:allocation=sensitivity,measure=all" \
+        "svd-llm:allocation=sensitivity,measure=0.5"          # the README's choice of measure
 
 Development text: --dev-windows windows of the calibration source that overlap none of the calibration
-windows (the same seed's), so a setting is chosen on text the calibration never saw; WikiText-2, PTB and
-task data are never read. A variant is `method:key=value,...`; a key is a run setting (allocation,
-refine, refine_steps, refine_lr, ...), a method option, or an allocation option; values are read as
-JSON where they parse (1e-4, false, 200) and as text otherwise (anchored).
+windows (the same seed's) nor the windows a search scored on, so a setting is chosen on text neither
+the calibration nor a search saw; WikiText-2, PTB and task data are never read. A variant is
+`method:key=value,...`; a key is a run setting (allocation, refine, refine_steps, refine_lr, ...), a
+method option, or an allocation option; values are read as JSON where they parse (1e-4, false, 200)
+and as text otherwise (anchored).
 """
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--dev-windows", type=int, default=16)
     args = parser.parse_args(argv)
-    lines = ["| variant | seed | dev ppl | seconds |", "|---|---|---|---|"]
+    lines = ["| variant | seed | dev ppl | search + compression s |", "|---|---|---|---|"]
     for text in args.variants:
         name, settings, options, allocation = parse_variant(text)
         for seed in map(int, args.seeds.split(",")):
@@ -62,7 +65,7 @@ def main(argv=None):
                                  eval_source="none", dev_windows=args.dev_windows, options=options,
                                  allocation_options=allocation, **settings)
             record = run(config, measure_forward=False).record
-            line = f"| {text} | {seed} | {record.dev_ppl:.2f} | {record.seconds:.0f} |"
+            line = f"| {text} | {seed} | {record.dev_ppl:.2f} | {record.seconds + record.allocation_seconds:.0f} |"
             print(line, file=sys.stderr, flush=True)
             lines.append(line)
     print("\n".join(lines))

@@ -2,6 +2,7 @@
 
     python bench/methods.py                                   # the README's grid (hours on a CPU)
     python bench/methods.py --methods svd-llm,aa-svd --allocations uniform,loss --ratios 0.2 --seeds 0
+    python bench/methods.py --methods aa-svd --allocations sensitivity --measure 0.5 --ratios 0.2   # any sweep flag
 
 A thin call of `python -m svd_explorer sweep` with the README's settings: calibration 32 random windows
 of 512 tokens of the BoolQ passages (Wikipedia paragraphs) per seed; evaluation the first 20 x 512
@@ -36,9 +37,9 @@ def main(argv=None) -> int:
     parser.add_argument("--refine", default=None, choices=("auto", "on", "off"))
     parser.add_argument("--out", default="bench/results/methods")
     parser.add_argument("--cpus-per-run", default=None)
-    args = parser.parse_args(argv)
+    args, passed_on = parser.parse_known_args(argv)
     sweep = ["sweep", "--model", args.model, "--methods", args.methods, "--allocations", args.allocations,
-             "--ratios", args.ratios, "--seeds", args.seeds, "--out", args.out, *README_SETTINGS]
+             "--ratios", args.ratios, "--seeds", args.seeds, "--out", args.out, *README_SETTINGS, *passed_on]
     sweep += ["--refine", args.refine] if args.refine else []
     sweep += ["--cpus-per-run", args.cpus_per_run] if args.cpus_per_run else []
     return run_and_print(sweep, args.out)

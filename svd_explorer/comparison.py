@@ -28,7 +28,9 @@ class ComparisonError(ValueError):
 
 def group_key(row: dict) -> tuple:
     c = row.get("config", {})
-    return (row["method"], c.get("allocation", "auto"), c.get("refine", "auto"), row["ratio"])
+    options = " ".join(f"{k}={v}" for k, v in sorted((c.get("allocation_options") or {}).items()))
+    allocation = c.get("allocation", "auto") + (f" ({options})" if options else "")
+    return (row["method"], allocation, c.get("refine", "auto"), row["ratio"])
 
 
 def eval_sets(row: dict) -> dict[str, float]:

@@ -243,17 +243,23 @@ def disjoint_windows(tokens: torch.Tensor, count: int, length: int, seed: int, a
     """`count` windows of `length` at random offsets that overlap none of the windows of `avoid_length`
     (default: `length`) starting at `avoid`: development text from the calibration domain that the
     calibration never saw."""
-    avoid_length = avoid_length or length
-    free = torch.ones(max(tokens.numel() - length, 0), dtype=torch.bool)
-    for a in avoid:
-        free[max(0, a - length + 1):a + avoid_length] = False
+    spans = [(a, avoid_length or length) for a in avoid]
+    starts = disjoint_starts(tokens.numel(), count, length, seed, spans, what)
+    return torch.stack([tokens[s:s + length] for s in starts])
+
+
+def disjoint_starts(total: int, count: int, length: int, seed: int, spans: list[tuple[int, int]],
+                    what: str = "text") -> list[int]:
+    """Offsets of `count` windows of `length` overlapping none of the (start, length) `spans`."""
+    free = torch.ones(max(total - length, 0), dtype=torch.bool)
+    for start, span in spans:
+        free[max(0, start - length + 1):start + span] = False
     candidates = free.nonzero().flatten()
     if len(candidates) < count:
         raise DataError(f"{what}: not enough text outside the calibration windows for {count} development "
                         f"windows of {length} tokens")
     generator = torch.Generator().manual_seed(seed)
-    chosen = candidates[torch.randperm(len(candidates), generator=generator)[:count]].sort().values
-    return torch.stack([tokens[s:s + length] for s in chosen.tolist()])
+    return candidates[torch.randperm(len(candidates), generator=generator)[:count]].sort().values.tolist()
 
 
 def consecutive_windows(tokens: torch.Tensor, count: int, length: int, what: str = "text") -> torch.Tensor:
@@ -328,15 +334,27 @@ def text_windows(source: str, model, tokenizer, count: int, length: int, seed: i
 
 
 def development_windows(source: str, model, tokenizer, count: int, length: int, seed: int,
-                        calibration: tuple[int, int], progress=None) -> tuple[torch.Tensor, str]:
+                        calibration: tuple[int, int], searched: tuple[int, int] | None = None,
+                        progress=None) -> tuple[torch.Tensor, str]:
     """Windows of the calibration domain that overlap none of the `calibration` = (count, length) windows
-    drawn with the same seed: where settings are chosen. 'self' text is sampled again with another seed."""
+    drawn with the same seed: where settings are chosen. `searched` = (count, length) asks instead for
+    windows that also avoid the windows a search scored on (what this function returns for that count
+    and length): where a chosen setting is reported, held out from the choice. 'self' text is sampled
+    again with another seed."""
+    offset = DEV_SEED_OFFSET * (2 if searched else 1)
     if source == "self":
-        windows = sample_self_windows(model, tokenizer, count, length, seed + DEV_SEED_OFFSET, progress=progress)
-        return windows, f"self: {count} x {length} tokens sampled with seed {seed + DEV_SEED_OFFSET} (development)"
+        windows = sample_self_windows(model, tokenizer, count, length, seed + offset, progress=progress)
+        return windows, f"self: {count} x {length} tokens sampled with seed {seed + offset} (development)"
     tokens, description = text_tokens(source, tokenizer, "train")
     calibration_count, calibration_length = calibration
-    avoid = random_starts(tokens.numel(), calibration_count, calibration_length, seed, description)
-    windows = disjoint_windows(tokens, count, length, seed + DEV_SEED_OFFSET, avoid, description, calibration_length)
-    return windows, (f"{description}: {count} random windows x {length} tokens outside the {calibration_count} "
-                     f"calibration windows of {calibration_length} (development)")
+    spans = [(a, calibration_length) for a in
+             random_starts(tokens.numel(), calibration_count, calibration_length, seed, description)]
+    where = f"the {calibration_count} calibration windows of {calibration_length}"
+    if searched:
+        searched_count, searched_length = searched
+        spans += [(a, searched_length) for a in disjoint_starts(
+            tokens.numel(), searched_count, searched_length, seed + DEV_SEED_OFFSET, spans, description)]
+        where += f" and the {searched_count} search windows of {searched_length}"
+    starts = disjoint_starts(tokens.numel(), count, length, seed + offset, spans, description)
+    windows = torch.stack([tokens[s:s + length] for s in starts])
+    return windows, f"{description}: {count} random windows x {length} tokens outside {where} (development)"

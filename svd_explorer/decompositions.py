@@ -98,3 +98,23 @@ def reusing(store: DecompositionStore | None):
         yield store
     finally:
         _ACTIVE.reset(token)
+
+
+class LastDecomposition:
+    """The SVD of the last matrix asked for, kept in memory: a sensitivity search cuts one projection's
+    matrix at several ranks in a row, and one SVD serves them all (the same numbers as fresh ones)."""
+
+    def __init__(self):
+        self.matrix = self.factors = None
+        self.hits = self.misses = 0
+
+    def svd(self, m: torch.Tensor, k: int, compute):
+        if self.matrix is not None and self.matrix.shape == m.shape and torch.equal(self.matrix, m):
+            self.hits += 1
+            return self.factors
+        self.misses += 1
+        self.matrix, self.factors = m.clone(), compute(m)
+        return self.factors
+
+    def describe(self) -> dict:
+        return {"reused": self.hits, "computed": self.misses}

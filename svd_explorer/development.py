@@ -16,6 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .allocation.base import rank_for_fraction
+from .decompositions import LastDecomposition, reusing
 from .layout import find_layout
 from .lowrank import LowRankLinear, dense_weight_and_bias, set_submodule
 from .offload import onloaded
@@ -35,6 +37,8 @@ class DevScorer:
         self.statistics, self.method = statistics, method.original_stream_form()
         self.check = check or (lambda: None)
         self.inputs = self._block_inputs()
+        self._dense = None
+        self.spectra = {}       # name -> singular values of the matrix its candidates truncate (from their SVDs)
 
     @torch.no_grad()
     def _block_inputs(self) -> list[list[torch.Tensor]]:
@@ -56,6 +60,7 @@ class DevScorer:
             stats = Statistics.original_only(stats.tokens, stats.gram_f, stats.absmean)
             budget = self.method.split(rank, p.out_features, p.in_features)
             fit = self.method.fit(weight.detach().to(self.passes.home), stats, budget, name)
+            self.spectra[name] = fit.spectrum.cpu()
             return LowRankLinear.from_factors(
                 fit.up.to(weight), fit.down.to(weight), bias.detach() if bias is not None else None,
                 tuple(t.to(weight) for t in fit.residual) if fit.residual else None, dtype=weight.dtype)
@@ -76,8 +81,8 @@ class DevScorer:
                 self.batch = i
                 ids = self.windows[i * self.batch_size:(i + 1) * self.batch_size].to(self.passes.device)
                 with self.passes.autocast:
-                    logits = self.work(input_ids=ids, use_cache=False).logits[:, :-1].float()
-                nll += F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()
+                    logits = self.work(input_ids=ids, use_cache=False).logits
+                nll += sum(_summed_nll(row, row_ids) for row, row_ids in zip(logits, ids))
                 count += ids[:, 1:].numel()
         return math.exp(nll / count) if nll / count < 700 else float("inf")
 
@@ -132,14 +137,28 @@ class DevScorer:
         return self.perplexity(replaced)
 
     def sensitivity(self, fractions: list[float], emit=None) -> dict[str, dict[float, float]]:
-        """name -> {kept fraction: development perplexity with only that projection compressed}."""
+        """name -> {kept fraction: development perplexity with only that projection compressed (1: dense)}."""
         emit = emit or (lambda kind, data: None)
         table = {}
-        for i, p in enumerate(self.layout.projections):
-            emit("progress", {"block": p.block, "blocks": self.layout.num_blocks,
-                              "step": f"sensitivity of {p.kind} ({i + 1} of {len(self.layout.projections)})"})
-            table[p.name] = {}
-            for f in fractions:
-                rank = max(1, int(f * p.dense_params // p.rank_cost))
-                table[p.name][f] = self.perplexity({p.name: self.factors(p.name, rank)})
+        with reusing(LastDecomposition()):
+            for i, p in enumerate(self.layout.projections):
+                table[p.name] = self._row(p, i, fractions, emit)
         return table
+
+    def _row(self, p, i: int, fractions: list[float], emit) -> dict[float, float]:
+        emit("progress", {"block": p.block, "blocks": self.layout.num_blocks,
+                          "step": f"sensitivity of {p.kind} ({i + 1} of {len(self.layout.projections)})"})
+        return {f: self.dense_perplexity() if f >= 1 else
+                self.perplexity({p.name: self.factors(p.name, rank_for_fraction(p, f))}) for f in fractions}
+
+    def dense_perplexity(self) -> float:
+        """The original model's development perplexity (kept fraction 1), computed once."""
+        if self._dense is None:
+            self._dense = self.perplexity({})
+        return self._dense
+
+
+def _summed_nll(logits: torch.Tensor, ids: torch.Tensor) -> float:
+    """Summed next-token loss of one window; its logits [T, V] sliced by rows stay contiguous (no copy of
+    the vocabulary-wide tensor, which is most of a late candidate's time)."""
+    return F.cross_entropy(logits[:-1].float(), ids[1:], reduction="sum").item()

@@ -252,7 +252,9 @@ class _Texts:
 def _compress(config, lm, method, allocation, placement, texts: _Texts, emit, check, cancel):
     """(compressed model, its RunRecord before measuring): statistics, allocation, the pipeline."""
     study = _Study(config, lm, method, texts.calib_ids, texts.calib_desc, emit, check)
+    clock = Clock()
     statistics = study.statistics(needed_by_allocation=_needs(allocation))
+    statistics_seconds = clock.seconds()
     clock = Clock()
     method.prepare(_prepare_context(lm, texts.calib_ids, check, emit))
     allocated = allocation.allocate(study.context(allocation))
@@ -268,6 +270,7 @@ def _compress(config, lm, method, allocation, placement, texts: _Texts, emit, ch
     record.extras.update(allocated.info)
     record.calibration.update(source=config.calib, description=texts.calib_desc, samples=config.calib_samples,
                               seed=config.seed, statistics=study.statistics_state,
+                              statistics_seconds=statistics_seconds,
                               decompositions=stored.describe() if stored else "not stored")
     return compressed, _record(
         config, lm, record, placement, texts, allocation_seconds=allocation_seconds,
@@ -298,7 +301,8 @@ def _measure(out: RunRecord, config: RunConfig, lm: LoadedModel, compressed, eva
     if config.dev_windows:
         check()
         ids, desc = development_windows(resolve_calibration(config.calib), lm.model, lm.tokenizer, config.dev_windows,
-                                        config.seq_len, config.seed, (config.calib_samples, config.seq_len))
+                                        config.seq_len, config.seed, (config.calib_samples, config.seq_len),
+                                        searched=search_windows(config))
         emit("status", "evaluating on development text")
         out.dev_ppl, out.dev_ppl_original = _perplexities(lm, compressed, ids, desc, check)
     for source in config.extra_eval:
@@ -343,6 +347,11 @@ def prepare_statistics(config: RunConfig, emit=None) -> dict:
 def _needs(allocation) -> bool:
     return allocation.name in ("loss", "sensitivity") or (
         allocation.name == "depth" and "search" in (allocation.config.get("blocks"), allocation.config.get("slope")))
+
+
+def search_windows(config: RunConfig) -> tuple[int, int]:
+    """(count, length) of the development windows every search scores on; reports avoid them."""
+    return DEV_WINDOWS, min(DEV_SEQ_LEN, config.seq_len)
 
 
 def _scores(scores: dict) -> dict:
@@ -431,6 +440,8 @@ class _Study:
         from .stats import Statistics
 
         layout = find_layout(self.lm.model)
+        if self.scorer is not None and all(p.name in self.scorer.spectra for p in layout.projections):
+            return dict(self.scorer.spectra)     # the sensitivity candidates' SVDs already gave every spectrum
         home = Passes.of(self.lm.model).home
         out = {}
         for p in layout.projections:
@@ -446,9 +457,8 @@ class _Study:
         from .development import DevScorer
 
         if self.scorer is None:
-            length = min(DEV_SEQ_LEN, self.config.seq_len)
             source = resolve_calibration(self.config.calib)
-            ids, desc = development_windows(source, self.lm.model, self.lm.tokenizer, DEV_WINDOWS, length,
+            ids, desc = development_windows(source, self.lm.model, self.lm.tokenizer, *search_windows(self.config),
                                             self.config.seed, (self.config.calib_samples, self.config.seq_len))
             self.emit("status", f"development text: {desc}")
             self.dev_description = desc
@@ -457,18 +467,16 @@ class _Study:
         return self.scorer
 
     def _sensitivity(self, fractions):
-        from .stats_cache import cached_json
+        from .stats_cache import cached_columns
 
         scorer = self._scorer()
         proxy = scorer.method     # methods with one original-stream form (SVD-LLM for aa-svd, saes-svd) share a table
         key = {"statistics": self.key, "method": proxy.name, "options": proxy.config,
-               "development": self.dev_description, "fractions": fractions}
+               "development": self.dev_description}
         if self.config.stats_cache == "off":
             return scorer.sensitivity(fractions, self.emit)
-        table = cached_json(self._root(), "sensitivity", key,
-                            lambda: {n: {str(f): v for f, v in row.items()}
-                                     for n, row in scorer.sensitivity(fractions, self.emit).items()})
-        return {n: {float(f): v for f, v in row.items()} for n, row in table.items()}
+        return cached_columns(self._root(), "sensitivity", key, fractions,
+                              lambda missing: scorer.sensitivity(missing, self.emit))
 
 
 def _folder(path: str):

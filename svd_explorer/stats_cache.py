@@ -68,20 +68,28 @@ class MemoryStatistics(OriginalStatistics):
                           absmean=self.tensors[f"{block}.{group}.absmean"].to(self.home))
 
 
-def cached_json(root, kind: str, key: dict, compute):
-    """A JSON-able result (a sensitivity table) cached under `root`, keyed like the statistics."""
+def cached_columns(root, kind: str, key: dict, columns: list[float], compute) -> dict[str, dict[float, float]]:
+    """A table {row: {column: value}} (a sensitivity table: projection x kept fraction) cached under `root`,
+    keyed like the statistics; only the columns not stored yet are computed, by compute(missing), and
+    merged in, so asking for another fraction later measures that fraction alone."""
     path = Path(root) / f"{kind}-{key_folder(Path(), key).name}.json"
+    table = {}
     try:
         stored = json.loads(path.read_text())
         if stored.get("key") == json.loads(json.dumps(key)):
-            return stored["value"]
-    except (OSError, ValueError, AttributeError):
+            table = {row: {float(c): v for c, v in values.items()} for row, values in stored["value"].items()}
+    except (OSError, ValueError, AttributeError, KeyError):
         pass
-    value = compute()
-    partial = path.with_suffix(f".{os.getpid()}.partial")
-    partial.write_text(json.dumps({"key": key, "value": value}))
-    partial.replace(path)
-    return value
+    have = set.intersection(*(set(values) for values in table.values())) if table else set()
+    missing = [c for c in columns if c not in have]
+    if missing:
+        for row, values in compute(missing).items():
+            table.setdefault(row, {}).update(values)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps({"key": key, "value": {row: {str(c): v for c, v in values.items()}
+                                                             for row, values in table.items()}}))
+        partial.replace(path)
+    return {row: {c: values[c] for c in columns} for row, values in table.items()}
 
 
 def cache_key(model_source: str, revision, calibration: str, samples: int, seq_len: int, seed: int,

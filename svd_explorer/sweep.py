@@ -32,7 +32,8 @@ ADDRESS_TIMEOUT = 3.0
 
 
 def add_sweep_parser(sub) -> None:
-    from .cli import _add_evaluation, _add_model, _integer, _number  # noqa: F401 - shared flags
+    from .allocation import ALLOCATIONS
+    from .cli import _add_evaluation, _add_model, _add_options, _integer, _number  # noqa: F401 - shared flags
 
     s = sub.add_parser("sweep", help="compare methods x allocations x ratios x seeds as Ray tasks (resumable)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,6 +54,7 @@ def add_sweep_parser(sub) -> None:
     s.add_argument("--precision", choices=("auto", "float32", "bfloat16"))
     s.add_argument("--stats-cache", help="folder of cached statistics")
     s.add_argument("--no-stats-cache", dest="stats_cache", action="store_const", const="off")
+    _add_options(s, ALLOCATIONS, "allocation options (each applies to the allocations that have it)", "alloc_")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,13 +73,22 @@ def grid(args) -> list[RunConfig]:
         for allocation in args.allocations:
             for ratio in (_ratio(r) for r in args.ratios):
                 for seed in (_seed(s) for s in args.seeds):
-                    config = base.replace(method=method, allocation=allocation, ratio=ratio, seed=seed)
+                    config = base.replace(method=method, allocation=allocation, ratio=ratio, seed=seed,
+                                          allocation_options=options_of(allocation, base.allocation_options))
                     try:
                         config.validate()
                     except ConfigError as err:
                         raise ConfigError(f"{method} / {allocation} / ratio {ratio:g} / seed {seed}: {err}") from None
                     configs.append(config)
     return configs
+
+
+def options_of(allocation: str, options: dict) -> dict:
+    """The allocation options the named allocation has (a sweep's flags apply to the allocations that have them)."""
+    from .allocation import ALLOCATIONS
+
+    names = {o.name for o in ALLOCATIONS[allocation].options} if allocation in ALLOCATIONS else set()
+    return {k: v for k, v in options.items() if k in names}
 
 
 def _ratio(text: str) -> float:
@@ -97,7 +108,8 @@ def _seed(text: str) -> int:
 
 
 def run_name(config: RunConfig) -> str:
-    return f"{config.method}-{config.allocation}-refine_{config.refine}-r{config.ratio:g}-s{config.seed}"
+    options = "".join(f"_{k}{v}" for k, v in sorted(config.allocation_options.items()))
+    return f"{config.method}-{config.allocation}{options}-refine_{config.refine}-r{config.ratio:g}-s{config.seed}"
 
 
 def protocol(config: RunConfig) -> dict:
@@ -208,9 +220,9 @@ def execute(todo: list[RunConfig], out: Path, args) -> None:
         stats_task = ray.remote(**options)(_statistics_task)
         run_task = ray.remote(**options)(_run_task)
         seeds = {c.seed: c for c in todo}
-        prepared = dict(zip(seeds, ray.get([stats_task.remote(c.replace(method="svd-llm", allocation="auto",
-                                                                        refine="off").to_json())
-                                            for c in seeds.values()])))
+        plain = [c.replace(method="svd-llm", allocation="auto", allocation_options={}, refine="off")
+                 for c in seeds.values()]
+        prepared = dict(zip(seeds, ray.get([stats_task.remote(c.to_json()) for c in plain])))
         (out / "statistics.json").write_text(json.dumps({str(k): v for k, v in prepared.items()}, indent=1))
         attempts = out / "attempts"
         attempts.mkdir(exist_ok=True)

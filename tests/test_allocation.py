@@ -1,5 +1,7 @@
 """Allocations: every one meets the budget exactly, on several architectures and ratios; the searches and
 the water-filling do what they claim on data where the answer is known."""
+import math
+
 import pytest
 import torch
 from conftest import tiny_model
@@ -14,7 +16,7 @@ from svd_explorer.allocation import (
 )
 from svd_explorer.allocation.depth import default_block_count, last_k_ratios, ramp_ratios
 from svd_explorer.allocation.loss import greedy_ranks, whitened_loss
-from svd_explorer.allocation.sensitivity import search_threshold
+from svd_explorer.allocation.sensitivity import dropped_share, extrapolated_row, search_threshold
 from svd_explorer.layout import Layout, Projection, find_layout
 from svd_explorer.lowrank import BudgetError
 from svd_explorer.methods import get_method, list_methods
@@ -33,7 +35,7 @@ def fake_spectra(layout, seed=0):
 
 def context(layout, ratio, seed=0):
     spectra = fake_spectra(layout, seed)
-    table = {p.name: {f: 10 + (1 - f) * (1 + p.block) * (2 if "mlp" in p.name else 1) for f in (0.4, 0.6, 0.8)}
+    table = {p.name: {f: 10 + (1 - f) * (1 + p.block) * (2 if "mlp" in p.name else 1) for f in (0.4, 0.6, 0.8, 1.0)}
              for p in layout.projections}
     return AllocationContext(layout, ratio, get_method("svd-llm"), spectra=lambda: spectra,
                              trial=lambda ranks: kept_params(layout, ranks) / 1e4 + len([r for r in ranks.values()
@@ -119,6 +121,22 @@ def test_every_method_has_an_original_stream_form_a_scorer_can_fit(name):
         assert form.name == name
 
 
+@pytest.mark.parametrize("name", list_methods())
+def test_a_scorers_fit_spectrum_is_the_spectrum_the_method_truncates(name):
+    """The sensitivity search's SVDs give the `measure=F` extrapolation its spectra (engine._spectra), so a
+    method's original-stream fit must report the singular values its truncated_spectrum describes."""
+    from svd_explorer.stats import Statistics
+
+    w, x = torch.randn(12, 10, dtype=torch.float64), torch.randn(10, 40, dtype=torch.float64)
+    stats = Statistics.original_only(40, x @ x.T, x.abs().mean(dim=1))
+    method = get_method(name)
+    method.importance = {"p": torch.rand(10, dtype=torch.float64) + 0.1}       # fwsvd's gradients, made up
+    form = method.original_stream_form()
+    form.importance = method.importance
+    fitted = form.fit(w, stats, form.split(4, 12, 10), "p").spectrum
+    assert torch.allclose(fitted, method.truncated_spectrum(w, stats, "p"))
+
+
 def test_aa_svd_shares_svd_llm_table_because_its_default_fit_is_the_same():
     from svd_explorer.stats import Statistics
 
@@ -139,6 +157,55 @@ def test_sensitivity_threshold_keeps_the_least_sensitive_projections_smallest():
     assert (ranks[first.name] or 1e9) <= (ranks[last.name] or 1e9)   # block 0 is the least sensitive here
 
 
+def test_a_sensitivity_row_takes_one_svd_per_projection_and_the_same_numbers(monkeypatch):
+    """Each projection is cut at every candidate fraction from one SVD (decompositions.LastDecomposition):
+    the perplexities are those of fresh SVDs, bit for bit."""
+    from conftest import tiny_ids
+
+    from svd_explorer import linalg
+    from svd_explorer.development import DevScorer
+    from svd_explorer.engine import _in_memory
+    from svd_explorer.stats_cache import collect
+
+    model = tiny_model("llama")
+    statistics = _in_memory(collect(model, tiny_ids(8, 16), 4, "float32"), model)
+    scorer = DevScorer(model, tiny_ids(4, 16, seed=1), statistics, get_method("svd-llm"), precision="float32")
+    calls = []
+    fresh_svd = linalg._svd
+    monkeypatch.setattr(linalg, "_svd", lambda m, name: calls.append(name) or fresh_svd(m, name))
+    table = scorer.sensitivity([0.4, 0.6, 0.8])
+    assert len(calls) == len(scorer.layout.projections)
+    p = scorer.layout.projections[3]
+    for f, ppl in table[p.name].items():
+        rank = max(1, int(f * p.dense_params // p.rank_cost))
+        assert scorer.perplexity({p.name: scorer.factors(p.name, rank)}) == ppl
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "phi3", "opt"])
+def test_sensitivity_measured_at_one_fraction_asks_one_forward_per_projection_and_meets_the_budget(arch):
+    layout = find_layout(tiny_model(arch))
+    ctx, asked = context(layout, 0.3), []
+    table = ctx.sensitivity
+    ctx.sensitivity = lambda fractions: asked.append(fractions) or table(fractions)
+    ranks = get_allocation("sensitivity", measure="0.6").allocate(ctx).ranks
+    assert asked == [[0.6, 1.0]]            # the measured fraction and the dense model, nothing else
+    target, kept = target_params(layout, 0.3), kept_params(layout, ranks)
+    open_ = [p for p in layout.projections if ranks[p.name] is not None and ranks[p.name] < max_rank(p)]
+    assert kept <= target and (not open_ or target - kept < min(p.rank_cost for p in open_))
+
+
+def test_extrapolation_goes_through_the_measurement_and_grows_with_the_energy_dropped():
+    p = Projection("a", 0, "a", 0, 16, 16, False)
+    spectrum = torch.tensor([4.0, 3, 2, 1, 0.5, 0.25, 0.1, 0.05], dtype=torch.float64)
+    row = extrapolated_row(p, spectrum, measured=12.0, dense=10.0, at=0.5, fractions=[0.25, 0.5, 0.75])
+    assert row[0.5] == pytest.approx(12.0)
+    assert row[0.25] > row[0.5] > row[0.75] > 10.0
+    assert math.log(row[0.25] / 10) / math.log(row[0.5] / 10) == pytest.approx(
+        dropped_share(p, spectrum, 0.25) / dropped_share(p, spectrum, 0.5))
+    flat = extrapolated_row(p, spectrum, measured=10.0, dense=10.0, at=0.5, fractions=[0.25, 0.75])
+    assert flat == {0.25: 10.0, 0.75: 10.0}   # compressing it changed nothing measurable: it costs nothing
+
+
 def test_allocation_options_are_checked():
     with pytest.raises(ValueError, match="unknown allocation"):
         get_allocation("magic")
@@ -146,3 +213,5 @@ def test_allocation_options_are_checked():
         get_allocation("depth", blocks="many")
     with pytest.raises(ValueError, match="kept fraction must be strictly between 0 and 1"):
         get_allocation("sensitivity", fractions="0.5,1.5")
+    with pytest.raises(ValueError, match="measure must be all or a kept fraction"):
+        get_allocation("sensitivity", measure="some")

@@ -288,6 +288,24 @@ def test_download_is_written_once_and_loads_back(app, tmp_path):
     assert json.loads(open(first["json_file"]).read())["method"] == "svd-llm"
 
 
+def test_a_download_whose_folder_goes_while_it_is_written_says_so(app, monkeypatch):
+    """Under load the store may release a run (and delete its download folder) while its zip is written;
+    safetensors then raises its own error, not an OSError: the visitor must get a message, not a failure."""
+    from safetensors import SafetensorError
+
+    import svd_explorer.ui.callbacks as callbacks
+
+    c = client(app)
+    finish(compress_job(c, method="svd", ratio=0.3))
+
+    def folder_gone(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No such file or directory (os error 2)")
+
+    monkeypatch.setattr(callbacks, "export", folder_gone)
+    info = named(DOWNLOAD, c.predict(api_name="/export", run_box=None))["download_info"]
+    assert "expired while it was written" in info
+
+
 def test_zero_shot_panel_evaluates_both_models(app, shared_data):
     c = client(app)
     finish(compress_job(c))

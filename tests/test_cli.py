@@ -173,3 +173,18 @@ def test_a_second_ratio_reuses_the_cached_statistics_and_svds(tiny_folder, text_
     assert runs["second"]["statistics"] == "cache hit"
     assert runs["second"]["decompositions"] == {"reused": runs["first"]["decompositions"]["computed"], "computed": 0}
     assert runs["alone"]["decompositions"] == "not stored" and runs["alone"]["ppl"] == runs["second"]["ppl"]
+
+
+def test_sensitivity_measured_at_one_fraction_end_to_end(tiny_folder, text_file, tmp_path, capsys):
+    """`--measure 0.5` runs through the engine: one measured column and the dense model cached, the choice
+    recorded, and the development perplexity reported on windows the search never scored on."""
+    run_file = tmp_path / "run.json"
+    rc = main(compress(tiny_folder, text_file, "--method", "svd-llm", "--ratio", "0.3", "--allocation", "sensitivity",
+                       "--measure", "0.5", "--dev-windows", "2", "--stats-cache", str(tmp_path / "cache"),
+                       "--json", str(run_file)))
+    assert rc == 0, capsys.readouterr().err
+    result = json.loads(run_file.read_text())
+    assert result["allocation"]["options"]["measure"] == "0.5" and result["allocation"]["info"]["measured"] == "0.5"
+    assert result["dev_ppl"] > 0 and result["calibration"]["statistics_seconds"] > 0
+    (table,) = (tmp_path / "cache").glob("sensitivity-*.json")
+    assert all(set(row) == {"0.5", "1.0"} for row in json.loads(table.read_text())["value"].values())

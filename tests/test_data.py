@@ -95,6 +95,26 @@ def test_search_windows_shorter_or_longer_than_calibration_avoid_the_calibration
     assert "outside the 20 calibration windows of 64" in desc
 
 
+def test_reported_development_windows_avoid_the_search_windows_too(tmp_path):
+    """A search scores on development windows; the development perplexity a run reports must be held out
+    from that choice, so its windows overlap neither the calibration windows nor the search windows."""
+    letters = torch.randint(0, 26, (6000,), generator=torch.Generator().manual_seed(1)).tolist()
+    (tmp_path / "t.txt").write_text("".join(chr(97 + i) for i in letters))
+    tok, source = char_tokenizer(), str(tmp_path / "t.txt")
+    all_tokens = tokenize(tok, load_text(source).text)
+    where = {tuple(all_tokens[s:s + 8].tolist()): s for s in range(all_tokens.numel() - 8)}
+    starts = lambda windows: [where[tuple(w[:8].tolist())] for w in windows]  # noqa: E731
+    calib, _ = text_windows(source, None, tok, 20, 64, seed=3, split="train", consecutive=False)
+    searched, _ = development_windows(source, None, tok, 8, 32, seed=3, calibration=(20, 64))
+    report, desc = development_windows(source, None, tok, 30, 64, seed=3, calibration=(20, 64), searched=(8, 32))
+    spans = [(a, 64) for a in starts(calib)] + [(a, 32) for a in starts(searched)]
+    for s in starts(report):
+        assert all(s + 64 <= a or a + n <= s for a, n in spans), s
+    assert "and the 8 search windows of 32" in desc
+    unguarded, _ = development_windows(source, None, tok, 30, 64, seed=3, calibration=(20, 64))
+    assert any(not (s + 64 <= a or a + 32 <= s) for s in starts(unguarded) for a in starts(searched))
+
+
 def test_boolq_passages_are_wikipedia_paragraphs(shared_data):
     text = load_text("boolq")
     assert "BoolQ passages" in text.description

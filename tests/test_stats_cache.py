@@ -108,3 +108,20 @@ def test_a_damaged_decomposition_is_computed_again(tmp_path):
     assert store.describe() == {"reused": 0, "computed": 2}
     store.svd(m, 2, compute)
     assert store.describe()["reused"] == 1
+
+
+def test_a_cached_table_measures_only_the_columns_it_lacks(tmp_path):
+    from svd_explorer.stats_cache import cached_columns
+
+    asked = []
+
+    def compute(columns):
+        asked.append(list(columns))
+        return {name: {c: c * (i + 1) for c in columns} for i, name in enumerate(("q", "k"))}
+
+    first = cached_columns(tmp_path, "sensitivity", {"model": "m"}, [0.4, 0.6], compute)
+    assert first == {"q": {0.4: 0.4, 0.6: 0.6}, "k": {0.4: 0.8, 0.6: 1.2}}
+    again = cached_columns(tmp_path, "sensitivity", {"model": "m"}, [0.6, 1.0], compute)
+    assert asked == [[0.4, 0.6], [1.0]] and again == {"q": {0.6: 0.6, 1.0: 1.0}, "k": {0.6: 1.2, 1.0: 2.0}}
+    cached_columns(tmp_path, "sensitivity", {"model": "other"}, [0.6], compute)     # another key: measured again
+    assert asked[-1] == [0.6]

@@ -55,16 +55,18 @@ def test_every_run_divides_by_the_least_disturbed_forward_of_its_seeds():
 
 def test_a_failing_run_is_retried_recorded_and_does_not_stop_the_others(tiny_folder, tmp_path):
     """Sensitivity needs development text outside the calibration windows; this text is too short for it,
-    which only shows once the run works: those runs fail (twice: Ray retries once), the uniform ones finish."""
+    which only shows once the run works: those runs fail (twice: Ray retries once), the uniform ones finish.
+    `--measure` goes to the allocations that have it (not to uniform, nor to the statistics pass)."""
     short = tmp_path / "short.txt"
     short.write_text("The quick brown fox jumps over the lazy dog. " * 2)
     out = tmp_path / "sweep"
     assert main(["sweep", "--model", str(tiny_folder), "--methods", "svd", "--allocations", "uniform,sensitivity",
                  "--ratios", "0.3", "--calib", str(short), "--eval", str(short), "--seq-len", "16",
                  "--calib-samples", "8", "--eval-windows", "2", "--batch-size", "2", "--cpus-per-run", "1",
-                 "--out", str(out)]) == 0
+                 "--measure", "0.5", "--out", str(out)]) == 0
     rows = {r["config"]["allocation"]: r for r in results(out).values()}
-    assert rows["uniform"]["status"] == "done"
+    assert rows["uniform"]["status"] == "done" and rows["uniform"]["config"]["allocation_options"] == {}
+    assert rows["sensitivity"]["config"]["allocation_options"] == {"measure": "0.5"}
     assert rows["sensitivity"]["status"] == "failed" and "not enough text" in rows["sensitivity"]["error"]
     assert rows["sensitivity"]["attempts"] == 2
 
@@ -129,3 +131,18 @@ def test_a_runs_time_counts_its_allocation_search():
            "params_before": 10, "seconds": 6.0, "allocation_seconds": 454.0, "calib_forward_seconds": 20.0}
     row = aggregate([run])[0]
     assert row["seconds"] == (460.0, None) and row["x_forward"] == (23.0, None)
+
+
+def test_a_sweeps_allocation_options_go_to_the_allocations_that_have_them(tiny_folder, text_file):
+    from svd_explorer.cli import build_parser
+    from svd_explorer.comparison import group_key
+    from svd_explorer.sweep import grid, run_name
+
+    args = build_parser().parse_args(["sweep", "--model", str(tiny_folder), "--methods", "svd-llm", "--ratios", "0.2",
+                                      "--allocations", "uniform,sensitivity", "--measure", "0.5",
+                                      "--calib", str(text_file), "--seq-len", "16", "--out", "x"])
+    uniform, sensitivity = grid(args)
+    assert uniform.allocation_options == {} and sensitivity.allocation_options == {"measure": "0.5"}
+    assert run_name(sensitivity) == "svd-llm-sensitivity_measure0.5-refine_auto-r0.2-s0"
+    row = {"method": "svd-llm", "ratio": 0.2, "config": sensitivity.to_dict()}
+    assert group_key(row)[1] == "sensitivity (measure=0.5)"

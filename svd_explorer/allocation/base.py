@@ -77,6 +77,11 @@ def max_rank(p: Projection) -> int:
     return max(1, math.ceil(p.dense_params / p.rank_cost) - 1)
 
 
+def rank_for_fraction(p: Projection, fraction: float) -> int:
+    """Rank at which p's factors keep `fraction` of its dense parameters (at least 1, below break-even)."""
+    return min(max_rank(p), max(1, int(fraction * p.dense_params // p.rank_cost)))
+
+
 def kept_params(layout: Layout, ranks: Ranks) -> int:
     return sum(p.dense_params if ranks.get(p.name) is None else ranks[p.name] * p.rank_cost
                for p in layout.projections)

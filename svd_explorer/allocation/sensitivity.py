@@ -10,12 +10,22 @@ triple, so it is cached per model, calibration set, method and development set.
 Where we differ from ASVD's code: perplexity is measured on development windows disjoint from the
 calibration windows (ASVD uses the calibration windows themselves), and the threshold is the most
 conservative one that meets the budget exactly.
+
+`measure=F` (ours, not ASVD's) measures each projection at the one kept fraction F and extrapolates
+the others from the spectrum of the matrix the method truncates: the log-perplexity increase of a
+projection is taken proportional to the share of that spectrum's energy dropped (its local truncation
+loss), with the factor measured at F. One partial forward per projection instead of one per
+fraction; the threshold search is the same. F was chosen on development windows held out from the
+search windows (README).
 """
 from __future__ import annotations
 
-from .base import Allocated, Allocation, NeedsData, Option, fill, kept_params, target_params
+import math
+
+from .base import Allocated, Allocation, NeedsData, Option, fill, kept_params, rank_for_fraction, target_params
 
 DEFAULT_FRACTIONS = "0.4,0.5,0.6,0.7,0.8,0.9"
+DENSE = 1.0         # the kept fraction of a projection left dense: its row holds the model's own perplexity
 
 
 def parse_fractions(text: str) -> list[float]:
@@ -28,14 +38,38 @@ def parse_fractions(text: str) -> list[float]:
     return values
 
 
+def parse_measure(text: str) -> float | None:
+    """None for "all" (every fraction measured), else the one kept fraction measured."""
+    if str(text).strip() == "all":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"sensitivity: measure must be all or a kept fraction, got {text!r}") from None
+    if not 0 < value < 1:
+        raise ValueError("sensitivity: the measured kept fraction must be strictly between 0 and 1")
+    return value
+
+
+def dropped_share(p, spectrum, fraction: float) -> float:
+    """Share of the truncated matrix's energy (Σσ²) dropped when `p` keeps `fraction` of its parameters."""
+    energy = spectrum.double().pow(2)
+    return float(energy[rank_for_fraction(p, fraction):].sum() / energy.sum().clamp_min(1e-300))
+
+
+def extrapolated_row(p, spectrum, measured: float, dense: float, at: float, fractions: list[float]) -> dict:
+    """{fraction: perplexity} from one measurement at kept fraction `at`: log(ppl / dense) grows in
+    proportion to the dropped share of the spectrum's energy."""
+    scale = math.log(measured / dense) / max(dropped_share(p, spectrum, at), 1e-12)
+    return {f: dense * math.exp(scale * dropped_share(p, spectrum, f)) for f in fractions}
+
+
 def ranks_at_threshold(layout, table: dict, threshold: float) -> dict:
     """Each projection's smallest kept fraction with perplexity <= threshold, as a rank (None: dense)."""
-    from .base import max_rank
-
     ranks = {}
     for p in layout.projections:
         ok = [f for f, ppl in table[p.name].items() if ppl <= threshold]
-        ranks[p.name] = None if not ok else min(max_rank(p), max(1, int(min(ok) * p.dense_params // p.rank_cost)))
+        ranks[p.name] = None if not ok else rank_for_fraction(p, min(ok))
     return ranks
 
 
@@ -60,20 +94,36 @@ class Sensitivity(Allocation):
     title = "Sensitivity search (ASVD)"
     summary = "each projection compressed alone at a few ratios; the least sensitive give up the most"
     source = "ASVD's sensitivity-based truncation-rank search (hahnyuan/ASVD4LLM: sensitivity.py, binary_search.py)"
-    cost = "one partial forward on development text per projection and candidate (cached)"
-    options = (Option("fractions", DEFAULT_FRACTIONS, "kept fractions tried for every projection (ASVD: 0.4-0.9)"),)
+    cost = ("one partial forward on development text per projection and candidate fraction, or per projection "
+            "with measure=F (cached)")
+    options = (Option("fractions", DEFAULT_FRACTIONS, "kept fractions tried for every projection (ASVD: 0.4-0.9)"),
+               Option("measure", "all", "all: every fraction measured (ASVD); a fraction such as 0.5: only that one, "
+                      "the others extrapolated from the projection's spectrum (one forward per projection)"))
 
     def validate(self):
         parse_fractions(self.config["fractions"])
+        parse_measure(self.config["measure"])
 
     def allocate(self, ctx):
         if ctx.sensitivity is None:
             raise NeedsData("sensitivity: this run cannot provide development text")
-        table = ctx.sensitivity(parse_fractions(self.config["fractions"]))
+        table = self.table(ctx, parse_fractions(self.config["fractions"]), parse_measure(self.config["measure"]))
         budget = target_params(ctx.layout, ctx.ratio)
         threshold, ranks = search_threshold(ctx.layout, table, budget)
         worst = {name: max(row.values()) for name, row in table.items()}
         ranks = fill(ctx.layout, ranks, budget, lambda p, k: worst[p.name])
         dense = [p.name for p in ctx.layout.projections if ranks[p.name] is None]
         rounded = {n: {str(f): round(v, 3) for f, v in row.items()} for n, row in table.items()}
-        return Allocated(ranks, {"threshold": threshold, "dense": dense, "table": rounded})
+        return Allocated(ranks, {"threshold": threshold, "dense": dense, "measured": self.config["measure"],
+                                 "table": rounded})
+
+    @staticmethod
+    def table(ctx, fractions: list[float], at: float | None) -> dict:
+        """name -> {fraction: development perplexity}, measured at every fraction or extrapolated from `at`."""
+        if at is None:
+            return ctx.sensitivity(fractions)
+        if ctx.spectra is None:
+            raise NeedsData("sensitivity: extrapolating needs the projections' spectra")
+        measured, spectra = ctx.sensitivity([at, DENSE]), ctx.spectra()
+        return {p.name: extrapolated_row(p, spectra[p.name], measured[p.name][at], measured[p.name][DENSE], at,
+                                         fractions) for p in ctx.layout.projections}

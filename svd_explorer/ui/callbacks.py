@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from .. import plots
 from ..allocation import ALLOCATIONS
 from ..comparison import ComparisonError, aggregate, read_folder, read_zip
@@ -516,7 +518,7 @@ def prepare_download(store: Store, session: str, run_box) -> dict:
             export(run.record, model, run.tokenizer, folder / "model")
             shutil.make_archive(str(archive.with_suffix("")), "zip", folder / "model")
             shutil.rmtree(folder / "model")
-    except OSError:       # the store released this run's model and its download meanwhile
+    except (OSError, SafetensorError):   # the store released this run and deleted its folder meanwhile
         return {"download_info": "The download expired while it was written: prepare it again."}
     return {"download_info": _sizes(store, run, archive.stat().st_size), "model_file": str(archive),
             "json_file": str(result_path)}
