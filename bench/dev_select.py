@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from svd_explorer.allocation import ALLOCATIONS  # noqa: E402
+from svd_explorer.comparison import work_seconds  # noqa: E402
 from svd_explorer.config import RunConfig, with_preset  # noqa: E402
 from svd_explorer.engine import run  # noqa: E402
 from svd_explorer.methods import method_class  # noqa: E402
@@ -65,7 +66,7 @@ def main(argv=None):
                                  eval_source="none", dev_windows=args.dev_windows, options=options,
                                  allocation_options=allocation, **settings)
             record = run(config, measure_forward=False).record
-            line = f"| {text} | {seed} | {record.dev_ppl:.2f} | {record.seconds + record.allocation_seconds:.0f} |"
+            line = f"| {text} | {seed} | {record.dev_ppl:.2f} | {work_seconds(record.to_dict()):.0f} |"
             print(line, file=sys.stderr, flush=True)
             lines.append(line)
     print("\n".join(lines))
