@@ -10,13 +10,15 @@ Development text: --dev-windows windows of the calibration source that overlap n
 windows (the same seed's) nor the windows a search scored on, so a setting is chosen on text neither
 the calibration nor a search saw; WikiText-2, PTB and task data are never read. A variant is
 `method:key=value,...`; a key is a run setting (allocation, refine, refine_steps, refine_lr, ...), a
-method option, or an allocation option; values are read as JSON where they parse (1e-4, false, 200)
+method option, or an allocation option (a value may hold commas: fractions=0.5,0.7);
+values are read as JSON where they parse (1e-4, false, 200)
 and as text otherwise (anchored).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -35,7 +37,7 @@ def parse_variant(text: str) -> tuple[str, dict, dict, dict]:
     settings, options, allocation = {}, {}, {}
     method_options = {o.name for o in method_class(name).options}
     allocation_options = {o.name for cls in ALLOCATIONS.values() for o in cls.options}
-    for pair in filter(None, rest.split(",")):
+    for pair in filter(None, re.split(r",(?=\w+=)", rest)):     # a comma inside a value (fractions) stays
         key, _, value = pair.partition("=")
         try:
             value = json.loads(value)
@@ -58,7 +60,7 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--dev-windows", type=int, default=16)
     args = parser.parse_args(argv)
-    lines = ["| variant | seed | dev ppl | search + compression s |", "|---|---|---|---|"]
+    lines = ["| variant | seed | dev ppl | original's dev ppl | search + compression s |", "|---|---|---|---|---|"]
     for text in args.variants:
         name, settings, options, allocation = parse_variant(text)
         for seed in map(int, args.seeds.split(",")):
@@ -66,7 +68,8 @@ def main(argv=None):
                                  eval_source="none", dev_windows=args.dev_windows, options=options,
                                  allocation_options=allocation, **settings)
             record = run(config, measure_forward=False).record
-            line = f"| {text} | {seed} | {record.dev_ppl:.2f} | {work_seconds(record.to_dict()):.0f} |"
+            line = (f"| {text} | {seed} | {record.dev_ppl:.2f} | {record.dev_ppl_original:.2f} | "
+                    f"{work_seconds(record.to_dict()):.0f} |")
             print(line, file=sys.stderr, flush=True)
             lines.append(line)
     print("\n".join(lines))

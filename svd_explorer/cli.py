@@ -96,6 +96,8 @@ def _add_evaluation(parser) -> None:
                                                               "wikitext2, files (comma separated)")
     parser.add_argument("--dev-windows", type=_integer(0), help="development windows: calibration-domain text the "
                                                                "calibration never saw, where settings are chosen")
+    parser.add_argument("--search-windows", type=_integer(1), help="development windows of 256 tokens a search "
+                        "(sensitivity, depth) scores its candidates on (default 4); reported ones avoid them")
     parser.add_argument("--tasks", type=split_list, help="zero-shot tasks through lm-eval, comma separated")
     parser.add_argument("--limit", type=_integer(1), help="examples per zero-shot task")
     parser.add_argument("--task-data", help="folder of the local task files (default ../shared/data)")
@@ -152,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="perplexity (and zero-shot tasks) of a model")
     _add_model(e)
     _add_evaluation(e)
+    e.add_argument("--calib", help="the calibration text whose development windows --dev-windows reads (default auto)")
+    e.add_argument("--calib-samples", type=_integer(1), help="how many calibration windows they avoid (default 32)")
     from .sweep import add_sweep_parser
 
     add_sweep_parser(sub)
@@ -205,8 +209,10 @@ def _write(result: dict, path: str | None) -> None:
 
 def _summary(result: dict) -> str:
     keys = ("model", "label", "params_before", "params_after", "ppl_original", "ppl_compressed", "ppl",
-            "kl_to_original", "top1_agreement", "seconds", "calib_forward_seconds", "output_bytes", "peak_rss_mb")
-    lines = [f"{k:>22}: {result[k]}" for k in keys if k in result]
+            "kl_to_original", "top1_agreement", "dev_ppl_original", "dev_ppl", "seconds", "calib_forward_seconds",
+            "output_bytes", "peak_rss_mb")
+    lines = [f"{k:>22}: {result[k]}" for k in keys if result.get(k) is not None]
+    lines += [f"{'ppl on ' + source:>22}: {ppl}" for source, ppl in (result.get("extra_ppl") or {}).items()]
     if result.get("placement", {}).get("mode"):
         lines.append(f"{'placement':>22}: {result['placement']['mode']}")
     for task, scores in (result.get("tasks") or {}).items():

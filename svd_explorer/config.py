@@ -43,6 +43,7 @@ class RunConfig:
     eval_windows: int | None = 20                          # None: the whole test text
     extra_eval: tuple = ()                                 # more evaluation sets, perplexity only (ptb, lambada...)
     dev_windows: int = 0                                   # development windows, calibration domain, disjoint: dev_ppl
+    search_windows: int = 4                                # development windows searches score on (reports avoid them)
     tasks: tuple = ()
     limit: int | None = None
     task_data: str | None = None

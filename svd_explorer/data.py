@@ -249,14 +249,14 @@ def disjoint_windows(tokens: torch.Tensor, count: int, length: int, seed: int, a
 
 
 def disjoint_starts(total: int, count: int, length: int, seed: int, spans: list[tuple[int, int]],
-                    what: str = "text") -> list[int]:
+                    what: str = "text", avoided: str = "the calibration windows") -> list[int]:
     """Offsets of `count` windows of `length` overlapping none of the (start, length) `spans`."""
     free = torch.ones(max(total - length, 0), dtype=torch.bool)
     for start, span in spans:
         free[max(0, start - length + 1):start + span] = False
     candidates = free.nonzero().flatten()
     if len(candidates) < count:
-        raise DataError(f"{what}: not enough text outside the calibration windows for {count} development "
+        raise DataError(f"{what}: not enough text outside {avoided} for {count} development "
                         f"windows of {length} tokens")
     generator = torch.Generator().manual_seed(seed)
     return candidates[torch.randperm(len(candidates), generator=generator)[:count]].sort().values.tolist()
@@ -353,8 +353,8 @@ def development_windows(source: str, model, tokenizer, count: int, length: int, 
     if searched:
         searched_count, searched_length = searched
         spans += [(a, searched_length) for a in disjoint_starts(
-            tokens.numel(), searched_count, searched_length, seed + DEV_SEED_OFFSET, spans, description)]
+            tokens.numel(), searched_count, searched_length, seed + DEV_SEED_OFFSET, spans, description, where)]
         where += f" and the {searched_count} search windows of {searched_length}"
-    starts = disjoint_starts(tokens.numel(), count, length, seed + offset, spans, description)
+    starts = disjoint_starts(tokens.numel(), count, length, seed + offset, spans, description, where)
     windows = torch.stack([tokens[s:s + length] for s in starts])
     return windows, f"{description}: {count} random windows x {length} tokens outside {where} (development)"

@@ -38,6 +38,7 @@ class DevScorer:
         self.check = check or (lambda: None)
         self.inputs = self._block_inputs()
         self._dense = None
+        self._references = None  # the original's next-token distributions on the windows (score="kl")
         self.spectra = {}       # name -> singular values of the matrix its candidates truncate (from their SVDs)
 
     @torch.no_grad()
@@ -68,13 +69,39 @@ class DevScorer:
     @torch.no_grad()
     def perplexity(self, replaced: dict[str, torch.nn.Module]) -> float:
         """Development perplexity with each named projection replaced by the given module."""
-        if not replaced:
-            return self._run(self.layout.num_blocks - 1, {})
-        start = min(next(p.block for p in self.layout.projections if p.name == n) for n in replaced)
-        return self._run(start, replaced)
+        total, count = self._run(self._first_block(replaced), replaced, _window_nll)
+        return _exp(total / count)
 
-    def _run(self, start: int, replaced: dict) -> float:
-        nll = count = 0.0
+    @torch.no_grad()
+    def divergence(self, replaced: dict[str, torch.nn.Module]) -> float:
+        """The original's development perplexity times exp(mean KL(original ‖ candidate) per token), in the
+        same unit as `perplexity` (the dense value is the same) but read from every token's whole next-token
+        distribution instead of the one observed token: a less noisy measure of the same damage."""
+        reference = self._reference()
+        total, count = self._run(self._first_block(replaced), replaced,
+                                 lambda i, logits, ids: _window_kl(logits, reference[i]))
+        return self.dense_perplexity() * _exp(total / count)
+
+    def _first_block(self, replaced: dict) -> int:
+        if not replaced:
+            return self.layout.num_blocks - 1
+        return min(next(p.block for p in self.layout.projections if p.name == n) for n in replaced)
+
+    def _reference(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per batch, the original's next-token probabilities [B, T, V] and Σ p log p per token, kept once."""
+        if self._references is None:
+            self._references = []
+            self._run(self.layout.num_blocks - 1, {}, self._keep_reference)
+        return self._references
+
+    def _keep_reference(self, i, logits, ids) -> tuple[float, int]:
+        probs = torch.softmax(logits.float(), dim=-1)
+        self._references.append((probs, torch.special.xlogy(probs, probs).sum(-1)))
+        return 0.0, 1
+
+    def _run(self, start: int, replaced: dict, score) -> tuple[float, int]:
+        """(summed score, count) over the windows; `score(batch, logits, ids)` gives one batch's share."""
+        total = count = 0
         with self._swapped(replaced), self._start_at(start):
             for i in range(len(self.calls)):
                 self.check()
@@ -82,9 +109,9 @@ class DevScorer:
                 ids = self.windows[i * self.batch_size:(i + 1) * self.batch_size].to(self.passes.device)
                 with self.passes.autocast:
                     logits = self.work(input_ids=ids, use_cache=False).logits
-                nll += sum(_summed_nll(row, row_ids) for row, row_ids in zip(logits, ids))
-                count += ids[:, 1:].numel()
-        return math.exp(nll / count) if nll / count < 700 else float("inf")
+                part, n = score(i, logits, ids)
+                total, count = total + part, count + n
+        return total, count
 
     @contextlib.contextmanager
     def _swapped(self, replaced: dict):
@@ -136,20 +163,22 @@ class DevScorer:
                 replaced[p.name] = self.factors(p.name, ranks[p.name])
         return self.perplexity(replaced)
 
-    def sensitivity(self, fractions: list[float], emit=None) -> dict[str, dict[float, float]]:
-        """name -> {kept fraction: development perplexity with only that projection compressed (1: dense)}."""
+    def sensitivity(self, fractions: list[float], emit=None, score: str = "perplexity") -> dict[str, dict]:
+        """name -> {kept fraction: development perplexity with only that projection compressed (1: dense)};
+        score="kl": the `divergence` of each candidate instead."""
         emit = emit or (lambda kind, data: None)
+        measure = self.divergence if score == "kl" else self.perplexity
         table = {}
         with reusing(LastDecomposition()):
             for i, p in enumerate(self.layout.projections):
-                table[p.name] = self._row(p, i, fractions, emit)
+                table[p.name] = self._row(p, i, fractions, emit, measure)
         return table
 
-    def _row(self, p, i: int, fractions: list[float], emit) -> dict[float, float]:
+    def _row(self, p, i: int, fractions: list[float], emit, measure) -> dict[float, float]:
         emit("progress", {"block": p.block, "blocks": self.layout.num_blocks,
                           "step": f"sensitivity of {p.kind} ({i + 1} of {len(self.layout.projections)})"})
         return {f: self.dense_perplexity() if f >= 1 else
-                self.perplexity({p.name: self.factors(p.name, rank_for_fraction(p, f))}) for f in fractions}
+                measure({p.name: self.factors(p.name, rank_for_fraction(p, f))}) for f in fractions}
 
     def dense_perplexity(self) -> float:
         """The original model's development perplexity (kept fraction 1), computed once."""
@@ -158,7 +187,23 @@ class DevScorer:
         return self._dense
 
 
-def _summed_nll(logits: torch.Tensor, ids: torch.Tensor) -> float:
-    """Summed next-token loss of one window; its logits [T, V] sliced by rows stay contiguous (no copy of
-    the vocabulary-wide tensor, which is most of a late candidate's time)."""
-    return F.cross_entropy(logits[:-1].float(), ids[1:], reduction="sum").item()
+def _window_nll(i, logits: torch.Tensor, ids: torch.Tensor) -> tuple[float, int]:
+    """Summed next-token loss of a batch, window by window: a window's logits [T, V] sliced by rows stay
+    contiguous (no copy of the vocabulary-wide tensor, which is most of a late candidate's time)."""
+    nll = sum(F.cross_entropy(row[:-1].float(), ids_[1:], reduction="sum").item() for row, ids_ in zip(logits, ids))
+    return nll, ids[:, 1:].numel()
+
+
+def _window_kl(logits: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, int]:
+    """Summed KL(original ‖ candidate) over a batch's tokens: Σ p log p − Σ p·z + logsumexp(z) per token,
+    window by window (no vocabulary-wide log-softmax kept)."""
+    probs, plogp = reference
+    kl = 0.0
+    for row, p, h in zip(logits, probs, plogp):
+        z = row.float().clamp_min(torch.finfo(torch.float32).min)    # a masked (-inf) logit: p is 0 there
+        kl += float((h - (p * z).sum(-1) + torch.logsumexp(z, dim=-1)).sum())
+    return kl, probs.shape[0] * probs.shape[1]
+
+
+def _exp(mean_log: float) -> float:
+    return math.exp(mean_log) if mean_log < 700 else float("inf")

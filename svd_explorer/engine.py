@@ -8,6 +8,7 @@ pipeline's "start" / "projection" / "block" / "done" events.
 """
 from __future__ import annotations
 
+import hashlib
 import resource
 import sys
 import time
@@ -31,8 +32,7 @@ from .refine import RefineSettings
 from .saving import folder_bytes, save_compressed, versions
 
 EVAL_SEED_OFFSET = 1       # 'self' evaluation text must differ from 'self' calibration text
-DEV_WINDOWS = 4            # development windows for searches (a sensitivity table is ~1300 partial forwards)
-DEV_SEQ_LEN = 256          # ... of this many tokens (or the run's, if shorter)
+DEV_SEQ_LEN = 256          # tokens of a search's development window (or the run's, if shorter)
 
 
 def resolve_calibration(source: str) -> str:
@@ -300,9 +300,7 @@ def _measure(out: RunRecord, config: RunConfig, lm: LoadedModel, compressed, eva
                                       progress=_progress_emitter(emit, "evaluation windows")))
     if config.dev_windows:
         check()
-        ids, desc = development_windows(resolve_calibration(config.calib), lm.model, lm.tokenizer, config.dev_windows,
-                                        config.seq_len, config.seed, (config.calib_samples, config.seq_len),
-                                        searched=search_windows(config))
+        ids, desc = held_out_windows(config, lm)
         emit("status", "evaluating on development text")
         out.dev_ppl, out.dev_ppl_original = _perplexities(lm, compressed, ids, desc, check)
     for source in config.extra_eval:
@@ -314,12 +312,20 @@ def _measure(out: RunRecord, config: RunConfig, lm: LoadedModel, compressed, eva
         out.tasks = zero_shot(lm, compressed, list(config.tasks), config.limit, config.task_data, emit, check)
 
 
+def held_out_windows(config: RunConfig, lm: LoadedModel):
+    """The run's reported development windows: overlapping neither its calibration nor its search windows."""
+    return development_windows(resolve_calibration(config.calib), lm.model, lm.tokenizer, config.dev_windows,
+                               config.seq_len, config.seed, (config.calib_samples, config.seq_len),
+                               searched=search_windows(config))
+
+
 _ORIGINAL_PPL: dict = {}   # the original model's perplexity on a text, computed once per process
 
 
 def _perplexities(lm: LoadedModel, compressed, ids, description: str, check) -> tuple[float, float]:
-    """(compressed, original) perplexity on `ids`; the original's is remembered for the next run."""
-    key = (lm.source, lm.revision, description, tuple(ids.shape))
+    """(compressed, original) perplexity on `ids`; the original's is remembered for the next run, by the
+    tokens themselves (two seeds' development windows share a description, not their text)."""
+    key = (lm.source, lm.revision, description, hashlib.sha1(ids.cpu().numpy().tobytes()).hexdigest())
     if key not in _ORIGINAL_PPL:
         _ORIGINAL_PPL[key] = evaluate(lm.model, ids, should_stop=check)["ppl"]
     return evaluate(compressed, ids, should_stop=check)["ppl"], _ORIGINAL_PPL[key]
@@ -351,7 +357,7 @@ def _needs(allocation) -> bool:
 
 def search_windows(config: RunConfig) -> tuple[int, int]:
     """(count, length) of the development windows every search scores on; reports avoid them."""
-    return DEV_WINDOWS, min(DEV_SEQ_LEN, config.seq_len)
+    return config.search_windows, min(DEV_SEQ_LEN, config.seq_len)
 
 
 def _scores(scores: dict) -> dict:
@@ -466,17 +472,17 @@ class _Study:
                                     check=self.check)
         return self.scorer
 
-    def _sensitivity(self, fractions):
+    def _sensitivity(self, fractions, score="perplexity"):
         from .stats_cache import cached_columns
 
         scorer = self._scorer()
         proxy = scorer.method     # methods with one original-stream form (SVD-LLM for aa-svd, saes-svd) share a table
         key = {"statistics": self.key, "method": proxy.name, "options": proxy.config,
-               "development": self.dev_description}
+               "development": self.dev_description, **({"score": score} if score != "perplexity" else {})}
         if self.config.stats_cache == "off":
-            return scorer.sensitivity(fractions, self.emit)
+            return scorer.sensitivity(fractions, self.emit, score)
         return cached_columns(self._root(), "sensitivity", key, fractions,
-                              lambda missing: scorer.sensitivity(missing, self.emit))
+                              lambda missing: scorer.sensitivity(missing, self.emit, score))
 
 
 def _folder(path: str):
@@ -542,6 +548,12 @@ def evaluate_model(config: RunConfig, emit=None, cancel=None) -> dict:
         emit("status", f"evaluation: {desc}")
         result.update(ppl=evaluate(lm.model, ids, should_stop=check)["ppl"],
                       evaluation={"description": desc, "windows": len(ids), "seq_len": config.seq_len})
+    for source in config.extra_eval:
+        ids, desc = evaluation_windows(lm, source, config.eval_windows, config.seq_len, config.seed, emit)
+        result.setdefault("extra_ppl", {})[source] = evaluate(lm.model, ids, should_stop=check)["ppl"]
+    if config.dev_windows:
+        ids, desc = held_out_windows(config, lm)
+        result.update(dev_ppl=evaluate(lm.model, ids, should_stop=check)["ppl"], development=desc)
     if config.tasks:
         from .evaluation import run_tasks
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MAX_TEXT = 200       # the longest option value accepted, as typed (the page's text boxes hold as many)
+
 
 @dataclass(frozen=True)
 class Option:
@@ -49,6 +51,8 @@ class Option:
 
 
 def _as_type(value, kind: type, what: str):
+    if len(str(value)) > MAX_TEXT:      # checked here, not only by the page's text box: an API caller sends anything
+        raise ValueError(f"{what} is longer than {MAX_TEXT} characters")
     if kind is bool:
         if isinstance(value, bool):
             return value

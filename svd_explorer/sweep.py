@@ -26,8 +26,8 @@ from .config import RunConfig, split_list, with_preset
 from .errors import ConfigError
 
 PROTOCOL_FIELDS = ("model", "revision", "calib", "calib_samples", "seq_len", "eval_source", "eval_windows",
-                   "extra_eval", "dev_windows", "batch_size", "precision", "device", "dtype", "preset", "refine_steps",
-                   "refine_lr", "refine_batch", "refine_params")
+                   "extra_eval", "dev_windows", "search_windows", "batch_size", "precision", "device", "dtype",
+                   "preset", "refine_steps", "refine_lr", "refine_batch", "refine_params")
 ADDRESS_TIMEOUT = 3.0
 
 

@@ -10,7 +10,7 @@ import math
 from .config import PRECISIONS, REFINE_CHOICES, RunConfig
 from .errors import ConfigError
 
-POSITIVE = ("calib_samples", "batch_size", "refine_batch")
+POSITIVE = ("calib_samples", "batch_size", "refine_batch", "search_windows")
 
 
 def validate_config(config: RunConfig, token=None) -> None:

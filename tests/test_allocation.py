@@ -40,8 +40,8 @@ def context(layout, ratio, seed=0):
     return AllocationContext(layout, ratio, get_method("svd-llm"), spectra=lambda: spectra,
                              trial=lambda ranks: kept_params(layout, ranks) / 1e4 + len([r for r in ranks.values()
                                                                                          if r is None]),
-                             sensitivity=lambda fractions: {n: {f: v for f, v in row.items() if f in fractions}
-                                                            for n, row in table.items()})
+                             sensitivity=lambda fractions, score="perplexity": {
+                                 n: {f: v for f, v in row.items() if f in fractions} for n, row in table.items()})
 
 
 @pytest.mark.parametrize("name", list(ALLOCATIONS))
@@ -181,12 +181,34 @@ def test_a_sensitivity_row_takes_one_svd_per_projection_and_the_same_numbers(mon
         assert scorer.perplexity({p.name: scorer.factors(p.name, rank)}) == ppl
 
 
+def test_the_kl_score_is_zero_for_the_original_positive_for_a_change_and_is_torch_kl_div():
+    """score=kl: the dense model scores exactly its perplexity, any replaced projection more; the summed
+    divergence of a window is torch's KL(original ‖ candidate) on the same logits."""
+    from conftest import tiny_ids
+
+    from svd_explorer.development import DevScorer, _window_kl
+    from svd_explorer.engine import _in_memory
+    from svd_explorer.stats_cache import collect
+
+    model = tiny_model("llama")
+    statistics = _in_memory(collect(model, tiny_ids(8, 16), 4, "float32"), model)
+    scorer = DevScorer(model, tiny_ids(4, 16, seed=1), statistics, get_method("svd-llm"), precision="float32")
+    assert scorer.divergence({}) == pytest.approx(scorer.dense_perplexity(), rel=1e-5)
+    p = scorer.layout.projections[2]
+    assert scorer.divergence({p.name: scorer.factors(p.name, 1)}) > scorer.dense_perplexity() * 1.0001
+    reference, candidate = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
+    logp = torch.log_softmax(reference, -1)
+    kl, count = _window_kl(candidate, (logp.exp(), (logp.exp() * logp).sum(-1)))
+    expected = torch.nn.functional.kl_div(torch.log_softmax(candidate, -1), logp, log_target=True, reduction="sum")
+    assert count == 10 and kl == pytest.approx(float(expected), rel=1e-5)
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "phi3", "opt"])
 def test_sensitivity_measured_at_one_fraction_asks_one_forward_per_projection_and_meets_the_budget(arch):
     layout = find_layout(tiny_model(arch))
     ctx, asked = context(layout, 0.3), []
     table = ctx.sensitivity
-    ctx.sensitivity = lambda fractions: asked.append(fractions) or table(fractions)
+    ctx.sensitivity = lambda fractions, score: asked.append(fractions) or table(fractions, score)
     ranks = get_allocation("sensitivity", measure="0.6").allocate(ctx).ranks
     assert asked == [[0.6, 1.0]]            # the measured fraction and the dense model, nothing else
     target, kept = target_params(layout, 0.3), kept_params(layout, ranks)
@@ -215,3 +237,5 @@ def test_allocation_options_are_checked():
         get_allocation("sensitivity", fractions="0.5,1.5")
     with pytest.raises(ValueError, match="measure must be all or a kept fraction"):
         get_allocation("sensitivity", measure="some")
+    with pytest.raises(ValueError, match="score"):
+        get_allocation("sensitivity", score="accuracy")

@@ -233,6 +233,8 @@ def test_bad_input_gives_a_message_and_the_app_keeps_working(app, tiny_folder):
 
     with pytest.raises(AppError, match="greater than maximum value"):     # the control's own bound, as a message
         compress_job(c, calib_samples=10**6).result()
+    long = finish(compress_job(c, allocation="sensitivity", opt__sensitivity__fractions="0.5," * 2000))[-1]
+    assert "longer than 200 characters" in long["status"] and "0.5,0.5" not in long["status"]   # not echoed back
     assert finish(compress_job(c))[-1]["status"].startswith("Done")
 
 

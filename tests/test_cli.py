@@ -40,6 +40,22 @@ def test_compress_then_evaluate_the_saved_model(tiny_folder, text_file, tmp_path
     assert evaluated["manifest"]["method"] == "saes-svd"
 
 
+def test_evaluate_reads_the_development_and_extra_sets_a_compress_run_reads(tiny_folder, text_file, tmp_path, capsys):
+    """`evaluate --dev-windows/--extra-eval` were accepted and ignored: the original model must now score
+    what the compress run reported for it, on the same windows."""
+    run_file, eval_file = tmp_path / "run.json", tmp_path / "eval.json"
+    assert main(compress(tiny_folder, text_file, "--method", "svd", "--ratio", "0.3", "--dev-windows", "2",
+                         "--extra-eval", str(text_file), "--seed", "3", "--json", str(run_file))) == 0
+    result = json.loads(run_file.read_text())
+    assert main(["evaluate", "--model", str(tiny_folder), "--calib", str(text_file), "--eval", "none", *COMMON[:6],
+                 "--dev-windows", "2", "--extra-eval", str(text_file), "--seed", "3", "--json", str(eval_file)]) == 0
+    evaluated = json.loads(eval_file.read_text())
+    assert evaluated["dev_ppl"] == pytest.approx(result["dev_ppl_original"], rel=1e-5)
+    extra = str(text_file)
+    assert evaluated["extra_ppl"][extra] == pytest.approx(result["extra_ppl_original"][extra], rel=1e-5)
+    assert "dev_ppl" in capsys.readouterr().out
+
+
 def test_the_default_save_is_bfloat16_and_half_the_size(tiny_folder, text_file, tmp_path):
     sizes = {}
     for dtype in ("float32", "bfloat16"):
@@ -188,3 +204,10 @@ def test_sensitivity_measured_at_one_fraction_end_to_end(tiny_folder, text_file,
     assert result["dev_ppl"] > 0 and result["calibration"]["statistics_seconds"] > 0
     (table,) = (tmp_path / "cache").glob("sensitivity-*.json")
     assert all(set(row) == {"0.5", "1.0"} for row in json.loads(table.read_text())["value"].values())
+    rc = main(compress(tiny_folder, text_file, "--method", "svd-llm", "--ratio", "0.3", "--allocation", "sensitivity",
+                       "--measure", "0.5", "--score", "kl", "--search-windows", "2", "--stats-cache",
+                       str(tmp_path / "cache"), "--json", str(run_file)))
+    assert rc == 0, capsys.readouterr().err
+    result = json.loads(run_file.read_text())
+    assert result["allocation"]["options"]["score"] == "kl" and result["config"]["search_windows"] == 2
+    assert len(list((tmp_path / "cache").glob("sensitivity-*.json"))) == 2     # its own table, not the perplexity one

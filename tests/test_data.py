@@ -113,6 +113,8 @@ def test_reported_development_windows_avoid_the_search_windows_too(tmp_path):
     assert "and the 8 search windows of 32" in desc
     unguarded, _ = development_windows(source, None, tok, 30, 64, seed=3, calibration=(20, 64))
     assert any(not (s + 64 <= a or a + 32 <= s) for s in starts(unguarded) for a in starts(searched))
+    with pytest.raises(DataError, match="outside the 20 calibration windows of 64 and the 8 search windows of 32"):
+        development_windows(source, None, tok, 5000, 64, seed=3, calibration=(20, 64), searched=(8, 32))
 
 
 def test_boolq_passages_are_wikipedia_paragraphs(shared_data):

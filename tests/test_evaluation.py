@@ -50,3 +50,21 @@ def test_smollm_is_clearly_above_chance(smollm, shared_data):
     scores = run_tasks(smollm.model, smollm.tokenizer, "piqa,arc_easy", limit=100)
     assert scores["piqa"]["acc"] >= 0.58      # chance 0.50
     assert scores["arc_easy"]["acc"] >= 0.38  # chance 0.25
+
+
+def test_the_original_perplexity_is_remembered_by_text_not_by_description():
+    """Two seeds' development windows carry the same description; each must get its own original perplexity
+    (the remembered one was reused across seeds within a sweep's process)."""
+    from types import SimpleNamespace
+
+    from conftest import tiny_ids
+
+    from svd_explorer.engine import _perplexities
+    from svd_explorer.metrics import evaluate
+
+    model = tiny_model("llama")
+    lm = SimpleNamespace(source="tiny", revision=None, model=model)
+    first, second = tiny_ids(2, 16, seed=5), tiny_ids(2, 16, seed=6)
+    originals = [_perplexities(lm, model, ids, "dev windows", lambda: None)[1] for ids in (first, second)]
+    assert originals == [evaluate(model, ids)["ppl"] for ids in (first, second)]
+    assert originals[0] != originals[1]

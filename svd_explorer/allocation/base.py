@@ -34,7 +34,7 @@ class AllocationContext:
     method: object
     spectra: Callable[[], dict] | None = None        # name -> singular values of what the method truncates
     trial: Callable[[Ranks], float] | None = None    # development perplexity of a quick compression at these ranks
-    sensitivity: Callable[[list[float]], dict] | None = None  # name -> {kept fraction: development perplexity}
+    sensitivity: Callable[[list[float], str], dict] | None = None  # (fractions, score) -> name -> {fraction: ppl}
     emit: Callable = lambda kind, data: None
     check: Callable = lambda: None
 

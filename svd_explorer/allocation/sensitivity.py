@@ -25,6 +25,7 @@ import math
 from .base import Allocated, Allocation, NeedsData, Option, fill, kept_params, rank_for_fraction, target_params
 
 DEFAULT_FRACTIONS = "0.4,0.5,0.6,0.7,0.8,0.9"
+SCORES = ("perplexity", "kl")
 DENSE = 1.0         # the kept fraction of a projection left dense: its row holds the model's own perplexity
 
 
@@ -98,7 +99,10 @@ class Sensitivity(Allocation):
             "with measure=F (cached)")
     options = (Option("fractions", DEFAULT_FRACTIONS, "kept fractions tried for every projection (ASVD: 0.4-0.9)"),
                Option("measure", "all", "all: every fraction measured (ASVD); a fraction such as 0.5: only that one, "
-                      "the others extrapolated from the projection's spectrum (one forward per projection)"))
+                      "the others extrapolated from the projection's spectrum (one forward per projection)"),
+               Option("score", "perplexity", "what a candidate is scored by: development perplexity (ASVD), or kl: "
+                      "the original's perplexity times exp(mean KL from the original's next-token distribution)",
+                      SCORES))
 
     def validate(self):
         parse_fractions(self.config["fractions"])
@@ -107,7 +111,8 @@ class Sensitivity(Allocation):
     def allocate(self, ctx):
         if ctx.sensitivity is None:
             raise NeedsData("sensitivity: this run cannot provide development text")
-        table = self.table(ctx, parse_fractions(self.config["fractions"]), parse_measure(self.config["measure"]))
+        table = self.table(ctx, parse_fractions(self.config["fractions"]), parse_measure(self.config["measure"]),
+                           self.config["score"])
         budget = target_params(ctx.layout, ctx.ratio)
         threshold, ranks = search_threshold(ctx.layout, table, budget)
         worst = {name: max(row.values()) for name, row in table.items()}
@@ -118,12 +123,12 @@ class Sensitivity(Allocation):
                                  "table": rounded})
 
     @staticmethod
-    def table(ctx, fractions: list[float], at: float | None) -> dict:
+    def table(ctx, fractions: list[float], at: float | None, score: str = "perplexity") -> dict:
         """name -> {fraction: development perplexity}, measured at every fraction or extrapolated from `at`."""
         if at is None:
-            return ctx.sensitivity(fractions)
+            return ctx.sensitivity(fractions, score)
         if ctx.spectra is None:
             raise NeedsData("sensitivity: extrapolating needs the projections' spectra")
-        measured, spectra = ctx.sensitivity([at, DENSE]), ctx.spectra()
+        measured, spectra = ctx.sensitivity([at, DENSE], score), ctx.spectra()
         return {p.name: extrapolated_row(p, spectra[p.name], measured[p.name][at], measured[p.name][DENSE], at,
                                          fractions) for p in ctx.layout.projections}

@@ -15,6 +15,7 @@ from ..config import DEFAULT_MODEL
 from ..generation import EXAMPLES
 from ..loading import EMBEDDED
 from ..methods import REGISTRY
+from ..options import MAX_TEXT
 from . import callbacks as cb
 from . import texts
 from .limits import Limits
@@ -183,7 +184,7 @@ def _option_controls(page: Page, kind: str, owner: str, option) -> None:
     elif option.choices:
         page.add(key, gr.Dropdown(list(option.choices), value=option.default, label=label, info=option.help))
     elif isinstance(option.default, str):
-        page.add(key, gr.Textbox(option.default, label=label, info=option.help, max_length=200))
+        page.add(key, gr.Textbox(option.default, label=label, info=option.help, max_length=MAX_TEXT))
     else:
         low, high = option.bounds or (None, None)
         page.add(key, gr.Number(option.default, label=label, info=option.help, minimum=low, maximum=high,
