@@ -10,9 +10,8 @@ Development text: --dev-windows windows of the calibration source that overlap n
 windows (the same seed's) nor the windows a search scored on, so a setting is chosen on text neither
 the calibration nor a search saw; WikiText-2, PTB and task data are never read. A variant is
 `method:key=value,...`; a key is a run setting (allocation, refine, refine_steps, refine_lr, ...), a
-method option, or an allocation option (a value may hold commas: fractions=0.5,0.7);
-values are read as JSON where they parse (1e-4, false, 200)
-and as text otherwise (anchored).
+method option, or an allocation option (a value may hold commas: fractions=0.5,0.7); values are read
+as JSON where they parse (1e-4, false, 200) and as text otherwise (anchored).
 """
 from __future__ import annotations
 

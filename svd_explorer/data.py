@@ -238,19 +238,10 @@ def random_windows(tokens: torch.Tensor, count: int, length: int, seed: int, wha
     return torch.stack([tokens[s:s + length] for s in starts])
 
 
-def disjoint_windows(tokens: torch.Tensor, count: int, length: int, seed: int, avoid: list[int],
-                     what: str = "text", avoid_length: int | None = None) -> torch.Tensor:
-    """`count` windows of `length` at random offsets that overlap none of the windows of `avoid_length`
-    (default: `length`) starting at `avoid`: development text from the calibration domain that the
-    calibration never saw."""
-    spans = [(a, avoid_length or length) for a in avoid]
-    starts = disjoint_starts(tokens.numel(), count, length, seed, spans, what)
-    return torch.stack([tokens[s:s + length] for s in starts])
-
-
 def disjoint_starts(total: int, count: int, length: int, seed: int, spans: list[tuple[int, int]],
                     what: str = "text", avoided: str = "the calibration windows") -> list[int]:
-    """Offsets of `count` windows of `length` overlapping none of the (start, length) `spans`."""
+    """Offsets of `count` windows of `length` at random, reproducible from `seed`, overlapping none of the
+    (start, length) `spans`: development text from the calibration domain that the calibration never saw."""
     free = torch.ones(max(total - length, 0), dtype=torch.bool)
     for start, span in spans:
         free[max(0, start - length + 1):start + span] = False

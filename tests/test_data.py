@@ -8,7 +8,7 @@ from svd_explorer.data import (
     DataError,
     consecutive_windows,
     development_windows,
-    disjoint_windows,
+    disjoint_starts,
     load_text,
     random_starts,
     random_windows,
@@ -66,15 +66,13 @@ def test_windows_are_reproducible_and_checked():
 
 
 def test_development_windows_never_overlap_the_calibration_windows():
-    tokens = torch.arange(5000)
     starts = random_starts(5000, 20, 64, seed=0)
-    dev = disjoint_windows(tokens, 30, 64, seed=1000, avoid=starts)
-    assert dev.shape == (30, 64)
-    for window in dev:
-        s = int(window[0])
+    dev = disjoint_starts(5000, 30, 64, seed=1000, spans=[(a, 64) for a in starts])
+    assert len(dev) == 30 and all(0 <= s <= 5000 - 64 for s in dev)
+    for s in dev:
         assert all(s + 64 <= a or a + 64 <= s for a in starts)
     with pytest.raises(DataError, match="not enough text"):
-        disjoint_windows(torch.arange(300), 5, 64, seed=0, avoid=[0, 100, 200])
+        disjoint_starts(300, 5, 64, seed=0, spans=[(0, 64), (100, 64), (200, 64)])
 
 
 @pytest.mark.parametrize("length", [16, 64, 100])
