@@ -11,6 +11,7 @@ from .config import PRECISIONS, REFINE_CHOICES, RunConfig
 from .errors import ConfigError
 
 POSITIVE = ("calib_samples", "batch_size", "refine_batch", "search_windows")
+MAX_SEARCH_WINDOWS = 32   # a search scores every candidate on each; --score kl keeps 50 MB of distributions per window
 
 
 def validate_config(config: RunConfig, token=None) -> None:
@@ -35,6 +36,9 @@ def _numbers(c: RunConfig) -> None:
     _integer("refine_steps", c.refine_steps, 0)
     _integer("seed", c.seed, 0)
     _integer("dev_windows", c.dev_windows, 0)
+    if c.search_windows > MAX_SEARCH_WINDOWS:
+        raise ConfigError(f"search_windows must be at most {MAX_SEARCH_WINDOWS} (each is scored once per candidate "
+                          f"projection), got {c.search_windows}")
     if c.eval_windows is not None:
         _integer("eval_windows", c.eval_windows, 0)
     if c.limit is not None:

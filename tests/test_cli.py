@@ -82,6 +82,7 @@ def test_the_default_save_is_bfloat16_and_half_the_size(tiny_folder, text_file, 
     (["--method", "svd", "--ratio", "0.2", "--alpha", "9"], "--alpha does not apply to method svd"),
     (["--method", "asvd", "--ratio", "0.2", "--alpha", "9"], "alpha must be between 0.0 and 2.0"),
     (["--method", "svd", "--ratio", "0.2", "--refine-lr", "-1"], "refine_lr must be a positive number"),
+    (["--method", "svd", "--ratio", "0.2", "--search-windows", "5000"], "search_windows must be at most 32"),
 ])
 def test_bad_arguments_get_one_clear_line(tiny_folder, text_file, args, message, capsys):
     assert main(compress(tiny_folder, text_file, *args)) == 2
