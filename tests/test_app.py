@@ -13,6 +13,7 @@ from svd_explorer.generation import side_by_side
 from svd_explorer.methods import REGISTRY, get_method
 from svd_explorer.pipeline import Cancelled, compress_model
 from svd_explorer.refine import RefineSettings
+from svd_explorer.ui import callbacks
 from svd_explorer.ui.layout import BUDGET, COMPRESS, DOWNLOAD, FIGURES, ZERO_SHOT
 from svd_explorer.worker import Busy, JobManager
 
@@ -251,6 +252,13 @@ def test_stop_is_acknowledged_at_once_and_ends_the_job(app):
         time.sleep(0.1)
     assert job.outputs()[-1][0].startswith("Stopped") and time.time() - start < 30
     assert finish(compress_job(c))[-1]["status"].startswith("Done")
+
+
+def test_stop_pressed_after_the_end_leaves_the_line_that_says_how_it_ended(app):
+    c = client(app)
+    assert finish(compress_job(c))[-1]["status"].startswith("Done")
+    assert callbacks.stop(app.store, c.session_hash) == {"status": callbacks.SKIP}    # "Done ..." stays
+    assert callbacks.stop(app.store, "a page that never ran anything") == {"status": "Nothing is running."}
 
 
 def test_one_job_per_session_and_sessions_wait_in_line(app):

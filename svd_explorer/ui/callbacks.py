@@ -234,9 +234,11 @@ def ended(job) -> str | None:
 
 
 def stop(store: Store, session: str) -> dict:
+    """Stop the session's job. When it has just ended (Stop pressed as it finished), the line that says how
+    it ended stays: overwriting it would hide the result the visitor waited for."""
     job = store.jobs.active(session)
     if job is None:
-        return {"status": "Nothing is running."}
+        return {"status": SKIP if store.session_runs(session) else "Nothing is running."}
     store.jobs.cancel(job)
     return {"status": "Stopping… (the job ends at its next step, within seconds)"}
 
