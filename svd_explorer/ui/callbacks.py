@@ -234,8 +234,8 @@ def ended(job) -> str | None:
 
 
 def stop(store: Store, session: str) -> dict:
-    """Stop the session's job. When it has just ended (Stop pressed as it finished), the line that says how
-    it ended stays: overwriting it would hide the result the visitor waited for."""
+    """Stop the session's job. With none running and a run on the page (Stop pressed as the job finished),
+    the status line stays: overwriting it would hide how the job ended."""
     job = store.jobs.active(session)
     if job is None:
         return {"status": SKIP if store.session_runs(session) else "Nothing is running."}
