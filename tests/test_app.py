@@ -259,6 +259,10 @@ def test_stop_pressed_after_the_end_leaves_the_line_that_says_how_it_ended(app):
     assert finish(compress_job(c))[-1]["status"].startswith("Done")
     assert callbacks.stop(app.store, c.session_hash) == {"status": callbacks.SKIP}    # "Done ..." stays
     assert callbacks.stop(app.store, "a page that never ran anything") == {"status": "Nothing is running."}
+    failing = app.store.jobs.submit("a page whose only job failed", "compress", lambda job: 1 / 0)
+    assert failing.wait(5) and failing.status == "failed"
+    app.store.jobs.discard(failing)                                                      # as the page does
+    assert callbacks.stop(app.store, "a page whose only job failed") == {"status": callbacks.SKIP}
 
 
 def test_one_job_per_session_and_sessions_wait_in_line(app):

@@ -234,11 +234,12 @@ def ended(job) -> str | None:
 
 
 def stop(store: Store, session: str) -> dict:
-    """Stop the session's job. With none running and a run on the page (Stop pressed as the job finished),
-    the status line stays: overwriting it would hide how the job ended."""
+    """Stop the session's job. With none running and a job that ended on the page (Stop pressed as it
+    finished, failed or stopped), the status line stays: overwriting it would hide how the job ended."""
     job = store.jobs.active(session)
     if job is None:
-        return {"status": SKIP if store.session_runs(session) else "Nothing is running."}
+        ended_here = store.session_runs(session) or store.jobs.last_ended(session)
+        return {"status": SKIP if ended_here else "Nothing is running."}
     store.jobs.cancel(job)
     return {"status": "Stopping… (the job ends at its next step, within seconds)"}
 
