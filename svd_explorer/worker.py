@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 import traceback
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -22,7 +21,6 @@ from .pipeline import Cancelled
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
-ENDED_KEPT = 4096    # sessions whose last outcome is remembered (a few bytes each)
 
 
 class Busy(RuntimeError):
@@ -80,7 +78,6 @@ class JobManager:
     def __init__(self, workers: int = 1, max_jobs: int | None = None, time_limit: float | None = None):
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="svd-job")
         self.jobs: dict[int, Job] = {}
-        self.ended: OrderedDict[str, str] = OrderedDict()    # session -> how its last discarded job ended
         self.lock = threading.Lock()
         self.max_jobs, self.time_limit = max_jobs, time_limit
 
@@ -155,19 +152,9 @@ class JobManager:
         with self.lock:
             if job.done:
                 self.jobs.pop(job.id, None)
-                self.ended[job.session] = job.status
-                self.ended.move_to_end(job.session)
-                while len(self.ended) > ENDED_KEPT:
-                    self.ended.popitem(last=False)
-
-    def last_ended(self, session: str) -> str | None:
-        """How the session's last discarded job ended (done, failed, cancelled), or None if it had none."""
-        with self.lock:
-            return self.ended.get(session)
 
     def forget(self, session: str) -> None:
         """Drop a session's finished jobs (their results and models)."""
         with self.lock:
             for key in [k for k, j in self.jobs.items() if j.session == session and j.done]:
                 del self.jobs[key]
-            self.ended.pop(session, None)

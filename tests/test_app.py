@@ -13,7 +13,7 @@ from svd_explorer.generation import side_by_side
 from svd_explorer.methods import REGISTRY, get_method
 from svd_explorer.pipeline import Cancelled, compress_model
 from svd_explorer.refine import RefineSettings
-from svd_explorer.ui import callbacks
+from svd_explorer.ui import callbacks, texts
 from svd_explorer.ui.layout import BUDGET, COMPRESS, DOWNLOAD, FIGURES, ZERO_SHOT
 from svd_explorer.worker import Busy, JobManager
 
@@ -256,13 +256,18 @@ def test_stop_is_acknowledged_at_once_and_ends_the_job(app):
 
 def test_stop_pressed_after_the_end_leaves_the_line_that_says_how_it_ended(app):
     c = client(app)
-    assert finish(compress_job(c))[-1]["status"].startswith("Done")
-    assert callbacks.stop(app.store, c.session_hash) == {"status": callbacks.SKIP}    # "Done ..." stays
-    assert callbacks.stop(app.store, "a page that never ran anything") == {"status": "Nothing is running."}
+    done = finish(compress_job(c))[-1]["status"]
+    assert done.startswith("Done")
+    assert callbacks.stop(app.store, c.session_hash, done) == {"status": callbacks.SKIP}    # "Done ..." stays
+    assert callbacks.stop(app.store, "a page that never ran anything", texts.READY) == \
+        {"status": "Nothing is running."}
+    refused = finish(compress_job(c, model="no-such-org/no-such-model"))[-1]["status"]
+    assert refused.startswith("Error") and c.predict(api_name="/stop", status=refused) != "Nothing is running."
     failing = app.store.jobs.submit("a page whose only job failed", "compress", lambda job: 1 / 0)
     assert failing.wait(5) and failing.status == "failed"
     app.store.jobs.discard(failing)                                                      # as the page does
-    assert callbacks.stop(app.store, "a page whose only job failed") == {"status": callbacks.SKIP}
+    assert callbacks.stop(app.store, "a page whose only job failed", "Error: ZeroDivisionError") == \
+        {"status": callbacks.SKIP}
 
 
 def test_one_job_per_session_and_sessions_wait_in_line(app):

@@ -233,13 +233,12 @@ def ended(job) -> str | None:
     return None
 
 
-def stop(store: Store, session: str) -> dict:
-    """Stop the session's job. With none running and a job that ended on the page (Stop pressed as it
-    finished, failed or stopped), the status line stays: overwriting it would hide how the job ended."""
+def stop(store: Store, session: str, status: str | None = None) -> dict:
+    """Stop the session's job. With none running and a line on the page that says how the last attempt
+    ended (done, failed, refused or stopped), the line stays: overwriting it would hide that."""
     job = store.jobs.active(session)
     if job is None:
-        ended_here = store.session_runs(session) or store.jobs.last_ended(session)
-        return {"status": SKIP if ended_here else "Nothing is running."}
+        return {"status": SKIP if status and status != texts.READY else "Nothing is running."}
     store.jobs.cancel(job)
     return {"status": "Stopping… (the job ends at its next step, within seconds)"}
 

@@ -125,7 +125,7 @@ def _header(page: Page, default_model: str) -> None:
                 page.add("compress", gr.Button("Compress", variant="primary", elem_id="compress"))
                 page.add("stop", gr.Button("Stop", variant="stop", elem_id="stop"))
         with gr.Column(scale=4, min_width=420):
-            page.add("status", gr.Markdown("Ready.", elem_id="status"))
+            page.add("status", gr.Markdown(texts.READY, elem_id="status"))
             page.add("budget", gr.Markdown(elem_id="budget"))
 
 
@@ -323,7 +323,7 @@ def _wire(page: Page, demo: gr.Blocks) -> None:
                        concurrency_limit=None)
     compress.then(**_then(page, cb.run_selected, ["run_box"], ["block_box", "kind_box"])).then(
         **_then(page, cb.show, show_inputs, figures))
-    page.on(page["stop"].click, cb.stop, [], ["status"], api_name="stop", concurrency_limit=None, queue=False)
+    page.on(page["stop"].click, cb.stop, ["status"], ["status"], api_name="stop", concurrency_limit=None, queue=False)
     selected = page.on(page["run_box"].input, cb.run_selected, ["run_box"], ["block_box", "kind_box"], api_name=False)
     selected.then(**_then(page, cb.show, show_inputs, figures))
     for control in ("block_box", "kind_box", "depth_metric", "compare_metric"):

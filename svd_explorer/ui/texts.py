@@ -7,6 +7,8 @@ import time
 from ..allocation import ALLOCATIONS
 from ..methods import REGISTRY
 
+READY = "Ready."   # the status line of a page that has not run anything
+
 EXPLAIN = {
     "budget": "Each projection W (m×n) becomes two thin matrices A (m×k) and B (k×n): k(m+n) numbers instead of "
               "mn. That only saves memory below the **break-even rank** mn/(m+n). The ratio is the share of the "
