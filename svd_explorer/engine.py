@@ -256,7 +256,7 @@ def _compress(config, lm, method, allocation, placement, texts: _Texts, emit, ch
     statistics = study.statistics(needed_by_allocation=_needs(allocation))
     statistics_seconds = clock.seconds()
     clock = Clock()
-    method.prepare(_prepare_context(lm, texts.calib_ids, check, emit))
+    method.prepare(_prepare_context(lm, texts.calib_ids, check, emit, remember=study.remember))
     allocated = allocation.allocate(study.context(allocation))
     allocation_seconds = clock.seconds()
     refine = _refine_settings(config, method)
@@ -271,7 +271,8 @@ def _compress(config, lm, method, allocation, placement, texts: _Texts, emit, ch
     record.calibration.update(source=config.calib, description=texts.calib_desc, samples=config.calib_samples,
                               seed=config.seed, statistics=study.statistics_state,
                               statistics_seconds=statistics_seconds,
-                              decompositions=stored.describe() if stored else "not stored")
+                              decompositions=stored.describe() if stored else "not stored",
+                              **({"prepared": study.prepared} if study.prepared else {}))
     return compressed, _record(
         config, lm, record, placement, texts, allocation_seconds=allocation_seconds,
         allocation={"name": allocation.name, "options": dict(allocation.config), **_allocation_summary(allocated)},
@@ -372,10 +373,10 @@ def _refine_settings(config: RunConfig, method) -> RefineSettings | None:
                           seed=config.seed)
 
 
-def _prepare_context(lm, calib_ids, check, emit):
+def _prepare_context(lm, calib_ids, check, emit, remember=None):
     from .pipeline import PrepareContext
 
-    return PrepareContext(lm.model, find_layout(lm.model), calib_ids, check, emit)
+    return PrepareContext(lm.model, find_layout(lm.model), calib_ids, check, emit, remember)
 
 
 def _allocation_summary(allocated) -> dict:
@@ -394,6 +395,7 @@ class _Study:
         self.emit, self.check = emit, check
         self.cached = None
         self.statistics_state = "computed in the pass"
+        self.prepared = {}         # kind -> cache state of what the method measured before the blocks
         self.scorer = None
         self.key = cache_key(lm.source, lm.revision, calib_desc, config.calib_samples, config.seq_len, config.seed,
                              config.batch_size, Passes.of(lm.model, config.precision))
@@ -416,6 +418,21 @@ class _Study:
                                              self.config.precision, self.emit, self.check)
         self.statistics_state = f"cache {state}"
         return self.cached
+
+    def remember(self, kind: str, compute) -> dict:
+        """A method's model-level measurement (fwsvd's Fisher importances), cached in the statistics' folder
+        (so the size limit evicts it with them)."""
+        from .stats_cache import cached_tensors, key_folder
+
+        if self.config.stats_cache == "off":
+            self.prepared[kind] = "computed (no cache)"
+            return compute()
+        tensors, state = cached_tensors(key_folder(self._root(), self.key), kind, {"statistics": self.key},
+                                       compute)
+        self.prepared[kind] = f"cache {state}"
+        self.emit("status", f"{self.method.name}: {kind} from the cache" if state == "hit" else
+                  f"{self.method.name}: {kind} measured and cached")
+        return tensors
 
     def decompositions(self) -> DecompositionStore | None:
         """Where this run's SVDs are reused from and kept: beside its cached statistics, when the method reads

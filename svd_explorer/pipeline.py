@@ -242,6 +242,11 @@ class PrepareContext:
     calib_ids: torch.Tensor
     check: object
     emit: object
+    remember: object = None      # (kind, compute) -> tensors: the engine's cache beside the statistics
+
+    def cached(self, kind: str, compute) -> dict:
+        """compute() -> {name: tensor}, read back instead when this calibration set already measured it."""
+        return compute() if self.remember is None else self.remember(kind, compute)
 
 
 def budgets_for(method: Method, layout: Layout, ranks: dict) -> dict[str, Budget]:

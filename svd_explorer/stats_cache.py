@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .decompositions import digest
 from .errors import ModelLoadError
 from .layout import find_layout
 from .linalg import singular_values
@@ -90,6 +91,34 @@ def cached_columns(root, kind: str, key: dict, columns: list[float], compute) ->
                                                              for row, values in table.items()}}))
         partial.replace(path)
     return {row: {c: values[c] for c in columns} for row, values in table.items()}
+
+
+def cached_tensors(root, kind: str, key: dict, compute) -> tuple[dict[str, torch.Tensor], str]:
+    """({name: tensor}, "hit" or "computed"): model-level tensors a method measures once per calibration set
+    (fwsvd's Fisher importances), kept under `root` as safetensors whose metadata holds the key and a digest
+    of every tensor; another key, an unreadable file or a digest that differs means compute() again, and a
+    hit holds the very numbers compute() gave."""
+    path = Path(root) / f"{kind}-{key_folder(Path(), key).name}.safetensors"
+    wanted = json.dumps(key, sort_keys=True)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            stored = {name: f.get_tensor(name) for name in f.keys()}
+        if metadata.get("key") == wanted and metadata.get("check") == _tensors_check(stored):
+            return stored, "hit"
+    except (OSError, SafetensorError):
+        pass
+    tensors = compute()
+    Path(root).mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    on_cpu = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    save_file(on_cpu, str(partial), metadata={"key": wanted, "check": _tensors_check(on_cpu)})
+    partial.replace(path)
+    return tensors, "computed"
+
+
+def _tensors_check(tensors: dict) -> str:
+    return " ".join(f"{name}:{digest(tensors[name])}" for name in sorted(tensors))
 
 
 def cache_key(model_source: str, revision, calibration: str, samples: int, seq_len: int, seed: int,

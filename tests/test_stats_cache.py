@@ -125,3 +125,45 @@ def test_a_cached_table_measures_only_the_columns_it_lacks(tmp_path):
     assert asked == [[0.4, 0.6], [1.0]] and again == {"q": {0.6: 0.6, 1.0: 1.0}, "k": {0.6: 1.2, 1.0: 2.0}}
     cached_columns(tmp_path, "sensitivity", {"model": "other"}, [0.6], compute)     # another key: measured again
     assert asked[-1] == [0.6]
+
+
+def test_cached_tensors_are_measured_once_per_key_and_never_read_back_damaged(tmp_path):
+    from svd_explorer.stats_cache import cached_tensors
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"q": torch.rand(5, dtype=torch.float64), "k": torch.rand(3, dtype=torch.float64)}
+
+    first, state = cached_tensors(tmp_path, "fisher", {"model": "m"}, compute)
+    again, state_again = cached_tensors(tmp_path, "fisher", {"model": "m"}, compute)
+    assert (state, state_again, len(calls)) == ("computed", "hit", 1)
+    assert again.keys() == first.keys() and all(torch.equal(again[n], first[n]) for n in first)
+    assert cached_tensors(tmp_path, "fisher", {"model": "other"}, compute)[1] == "computed"
+    path = tmp_path / f"fisher-{key_folder(tmp_path, {'model': 'm'}).name}.safetensors"
+    data = path.read_bytes()
+    for damaged in (data[:-8] + bytes(b ^ 0xFF for b in data[-8:]), data[:len(data) // 2]):
+        path.write_bytes(damaged)
+        assert cached_tensors(tmp_path, "fisher", {"model": "m"}, compute)[1] == "computed"
+    assert len(calls) == 4
+
+
+def test_fwsvd_measures_its_gradients_once_per_calibration_set(tiny_folder, text_file, tmp_path):
+    """A second fwsvd run on the same calibration set reads the Fisher importances back and makes the same
+    weights; another seed measures them again."""
+    from svd_explorer import engine
+    from svd_explorer.config import with_preset
+
+    def run(seed=0, ratio=0.3):
+        config = with_preset("demo", model=str(tiny_folder), method="fwsvd", ratio=ratio, calib=str(text_file),
+                             eval_source=str(text_file), calib_samples=4, seq_len=16, eval_windows=2, batch_size=2,
+                             seed=seed, stats_cache=str(tmp_path))
+        return engine.run(config, keep_model=True, measure_forward=False)
+
+    first, again, other = run(), run(), run(seed=1)
+    assert first.record.compression.calibration["prepared"] == {"fisher": "cache computed"}
+    assert again.record.compression.calibration["prepared"] == {"fisher": "cache hit"}
+    assert other.record.compression.calibration["prepared"] == {"fisher": "cache computed"}
+    x, y = first.model.state_dict(), again.model.state_dict()
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)

@@ -8,7 +8,9 @@ problem in closed form and assumes one importance per "row" of its [in, out] wei
 input channel in PyTorch's [out, in] layout: f_j = Σ_i F_ij. With D = diag(√f) the weighted loss
 ‖(W − W') D‖ is minimised by the truncated SVD of W D, unscaled on the right factor.
 Chosen here where the paper is silent: one gradient per calibration window (batch of one), a floor
-of 1e-6 of the largest importance so an unused channel cannot blow up D⁻¹.
+of 1e-6 of the largest importance so an unused channel cannot blow up D⁻¹. The importances depend on
+the model and the calibration set only, so they are cached beside its statistics: a sweep over ratios and
+allocations measures them once per calibration seed.
 """
 from __future__ import annotations
 
@@ -77,9 +79,12 @@ class FWSVD(Method):
             return
         if is_offloaded(context.model):
             raise ConfigError("fwsvd needs the whole model in memory for its backward pass; use --offload none")
-        context.emit("status", "fwsvd: squared gradients of the loss, one calibration window at a time")
-        self.importance = input_channel_fisher(context.model, context.layout.projections, context.calib_ids,
-                                               context.check)
+
+        def measure():
+            context.emit("status", "fwsvd: squared gradients of the loss, one calibration window at a time")
+            return input_channel_fisher(context.model, context.layout.projections, context.calib_ids, context.check)
+
+        self.importance = context.cached("fisher", measure)
         self.prepared_for = context.model
 
     def fit(self, weight, stats, budget, name):
