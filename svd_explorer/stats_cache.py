@@ -109,11 +109,15 @@ def cached_tensors(root, kind: str, key: dict, compute) -> tuple[dict[str, torch
     except (OSError, SafetensorError):
         pass
     tensors = compute()
-    Path(root).mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")
     on_cpu = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    save_file(on_cpu, str(partial), metadata={"key": wanted, "check": _tensors_check(on_cpu)})
-    partial.replace(path)
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        save_file(on_cpu, str(partial), metadata={"key": wanted, "check": _tensors_check(on_cpu)})
+        partial.replace(path)
+    except OSError as err:          # a full disk costs the next run a measurement, never this run its result
+        partial.unlink(missing_ok=True)
+        return tensors, f"computed, not stored ({err.strerror or err})"
     return tensors, "computed"
 
 

@@ -167,3 +167,15 @@ def test_fwsvd_measures_its_gradients_once_per_calibration_set(tiny_folder, text
     assert other.record.compression.calibration["prepared"] == {"fisher": "cache computed"}
     x, y = first.model.state_dict(), again.model.state_dict()
     assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_a_measurement_that_cannot_be_stored_is_still_returned(tmp_path, monkeypatch):
+    import svd_explorer.stats_cache as stats_cache
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(stats_cache, "save_file", full_disk)
+    tensors, state = stats_cache.cached_tensors(tmp_path, "fisher", {"model": "m"}, lambda: {"q": torch.ones(2)})
+    assert torch.equal(tensors["q"], torch.ones(2)) and state == "computed, not stored (No space left on device)"
+    assert list(tmp_path.iterdir()) == []

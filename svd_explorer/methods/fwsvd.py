@@ -8,9 +8,10 @@ problem in closed form and assumes one importance per "row" of its [in, out] wei
 input channel in PyTorch's [out, in] layout: f_j = Σ_i F_ij. With D = diag(√f) the weighted loss
 ‖(W − W') D‖ is minimised by the truncated SVD of W D, unscaled on the right factor.
 Chosen here where the paper is silent: one gradient per calibration window (batch of one), a floor
-of 1e-6 of the largest importance so an unused channel cannot blow up D⁻¹. The importances depend on
-the model and the calibration set only, so they are cached beside its statistics: a sweep over ratios and
-allocations measures them once per calibration seed.
+of 1e-6 of the largest importance so an unused channel cannot blow up D⁻¹. The importances do not
+depend on the ratio or the allocation, so with the statistics cache on they are kept beside the
+statistics (same key, plus a digest of the calibration tokens): a sweep over ratios and allocations
+measures them once per calibration seed.
 """
 from __future__ import annotations
 
