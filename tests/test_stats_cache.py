@@ -155,8 +155,8 @@ def test_fwsvd_measures_its_gradients_once_per_calibration_set(tiny_folder, text
     from svd_explorer import engine
     from svd_explorer.config import with_preset
 
-    def run(seed=0, ratio=0.3):
-        config = with_preset("demo", model=str(tiny_folder), method="fwsvd", ratio=ratio, calib=str(text_file),
+    def run(seed=0):
+        config = with_preset("demo", model=str(tiny_folder), method="fwsvd", ratio=0.3, calib=str(text_file),
                              eval_source=str(text_file), calib_samples=4, seq_len=16, eval_windows=2, batch_size=2,
                              seed=seed, stats_cache=str(tmp_path))
         return engine.run(config, keep_model=True, measure_forward=False)
