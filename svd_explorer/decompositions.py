@@ -12,15 +12,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
 from contextvars import ContextVar
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from .lowrank import break_even_rank
+from .paths import save_atomically
 
 _ACTIVE: ContextVar["DecompositionStore | None"] = ContextVar("decompositions", default=None)
 
@@ -74,11 +73,9 @@ class DecompositionStore:
 
     def _write(self, name: str, u, s, vh, keep: int) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        partial = self.folder / f"{name}.{os.getpid()}.partial"
         tensors = {"ut": u[:, :keep].mT.contiguous().cpu(), "s": s.contiguous().cpu(),
                    "vh": vh[:keep].contiguous().cpu()}
-        save_file(tensors, str(partial), metadata={"check": _check(tensors)})
-        partial.replace(self.folder / f"{name}.safetensors")
+        save_atomically(tensors, self.folder / f"{name}.safetensors", metadata={"check": _check(tensors)})
 
 
 def _check(tensors: dict) -> str:

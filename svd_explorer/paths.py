@@ -1,8 +1,11 @@
-"""Where the project writes on its own: one cache folder, $SVD_EXPLORER_CACHE or the user's cache folder."""
+"""Where the project writes on its own (one cache folder, $SVD_EXPLORER_CACHE or the user's cache folder),
+and how it writes tensors there: whole files or none."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from safetensors.torch import save_file
 
 
 def cache_dir(*parts: str) -> Path:
@@ -12,3 +15,14 @@ def cache_dir(*parts: str) -> Path:
     folder = Path(root, *parts)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def save_atomically(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    """Write a safetensors file beside `path`, then rename it onto `path`: a reader (another run sharing the
+    cache) never sees half a file, and a write that fails (a full disk) leaves nothing behind and raises."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    try:
+        save_file(tensors, str(partial), metadata=metadata)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -16,12 +16,12 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from .errors import ConfigError
 from .layout import count_parameters
 from .lowrank import LowRankLinear
 from .offload import cpu_tensors
+from .paths import save_atomically
 from .verify import FORMAT, MANIFEST, WEIGHTS
 
 SAVE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -75,9 +75,7 @@ def save_compressed(model, tokenizer, folder, info: dict | None = None, dtype: s
         tokenizer.save_pretrained(folder)
     kept = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
     tensors = {k: v.contiguous() for k, v in cpu_tensors(model, SAVE_DTYPES.get(dtype)) if k in kept}
-    partial = folder / (WEIGHTS + ".partial")
-    save_file(tensors, str(partial), metadata={"format": FORMAT})
-    partial.replace(folder / WEIGHTS)
+    save_atomically(tensors, folder / WEIGHTS, metadata={"format": FORMAT})
     stored = dtype or str(next(iter(tensors.values())).dtype).removeprefix("torch.")
     (folder / MANIFEST).write_text(json.dumps(build_manifest(model, info, stored), indent=2))
     return folder

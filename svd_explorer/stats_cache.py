@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from .decompositions import digest
 from .errors import ModelLoadError
@@ -31,6 +30,7 @@ from .layout import find_layout
 from .linalg import singular_values
 from .lowrank import dense_weight_and_bias
 from .offload import onloaded
+from .paths import save_atomically
 from .pipeline import Passes, block_statistics, capture_calls, first_members, shell_copy
 from .records import floats
 from .stats import Statistics
@@ -109,14 +109,11 @@ def cached_tensors(root, kind: str, key: dict, compute) -> tuple[dict[str, torch
     except (OSError, SafetensorError):
         pass
     tensors = compute()
-    partial = path.with_suffix(f".{os.getpid()}.partial")
     on_cpu = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     try:
         Path(root).mkdir(parents=True, exist_ok=True)
-        save_file(on_cpu, str(partial), metadata={"key": wanted, "check": _tensors_check(on_cpu)})
-        partial.replace(path)
+        save_atomically(on_cpu, path, metadata={"key": wanted, "check": _tensors_check(on_cpu)})
     except OSError as err:          # a full disk costs the next run a measurement, never this run its result
-        partial.unlink(missing_ok=True)
         return tensors, f"computed, not stored ({err.strerror or err})"
     return tensors, "computed"
 
@@ -179,11 +176,9 @@ def collect(model, calib_ids, batch_size: int, precision: str, emit=None, check=
 
 def write(folder: Path, key: dict, tensors: dict, spectra: dict, tokens: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f"{FILE}.{os.getpid()}.partial"
-    save_file(tensors, str(partial))
-    manifest = {"key": key, "tokens": tokens, "bytes": partial.stat().st_size, "sha256": _sha256(partial),
-                "spectra": spectra, "created": time.time()}
-    partial.replace(folder / FILE)
+    save_atomically(tensors, folder / FILE)
+    manifest = {"key": key, "tokens": tokens, "bytes": (folder / FILE).stat().st_size,
+                "sha256": _sha256(folder / FILE), "spectra": spectra, "created": time.time()}
     (folder / MANIFEST).write_text(json.dumps(manifest))
 
 

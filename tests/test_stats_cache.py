@@ -1,5 +1,6 @@
 """Original-stream statistics computed once: hit, miss, key change, corruption, and identical weights."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,12 +171,14 @@ def test_fwsvd_measures_its_gradients_once_per_calibration_set(tiny_folder, text
 
 
 def test_a_measurement_that_cannot_be_stored_is_still_returned(tmp_path, monkeypatch):
+    import svd_explorer.paths as paths
     import svd_explorer.stats_cache as stats_cache
 
-    def full_disk(*args, **kwargs):
+    def full_disk(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(stats_cache, "save_file", full_disk)
+    monkeypatch.setattr(paths, "save_file", full_disk)
     tensors, state = stats_cache.cached_tensors(tmp_path, "fisher", {"model": "m"}, lambda: {"q": torch.ones(2)})
     assert torch.equal(tensors["q"], torch.ones(2)) and state == "computed, not stored (No space left on device)"
     assert list(tmp_path.iterdir()) == []
