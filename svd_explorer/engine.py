@@ -389,6 +389,7 @@ class _Study:
     """Original-stream statistics, development text and the allocation context of one run, made lazily."""
 
     def __init__(self, config, lm, method, calib_ids, calib_desc, emit, check):
+        from .decompositions import digest
         from .stats_cache import cache_key
 
         self.config, self.lm, self.method, self.calib_ids, self.calib_desc = config, lm, method, calib_ids, calib_desc
@@ -397,8 +398,8 @@ class _Study:
         self.statistics_state = "computed in the pass"
         self.prepared = {}         # kind -> cache state of what the method measured before the blocks
         self.scorer = None
-        self.key = cache_key(lm.source, lm.revision, calib_desc, config.calib_samples, config.seq_len, config.seed,
-                             config.batch_size, Passes.of(lm.model, config.precision))
+        self.key = cache_key(lm.source, lm.revision, calib_desc, digest(calib_ids), config.calib_samples,
+                             config.seq_len, config.seed, config.batch_size, Passes.of(lm.model, config.precision))
 
     def statistics(self, needed_by_allocation: bool):
         """Cached statistics when the method reads only the original stream or the allocation needs them."""

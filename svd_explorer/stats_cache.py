@@ -4,8 +4,9 @@ The statistics that only read the original model (every group's input Gram matri
 magnitudes, and every projection's raw singular values) are what svd, asvd, svd-llm, ressvd and
 fwsvd need, and what every two-stream method sees in block 0's first group. One pass of the
 original model computes them for all groups of all blocks; they are written as safetensors with a
-manifest, keyed by model source and revision, calibration description, samples, sequence length,
-seed, batch size, precision, dtype, device and torch version (everything that changes their bits), and
+manifest, keyed by model source and revision (a local model's file sizes and times), calibration
+description and a digest of its tokens, samples, sequence length, seed, batch size, precision, dtype,
+device and torch version (everything that changes their bits), and
 reused by every such method at every ratio: a run from cached statistics gives exactly the same
 compressed weights as one that computed them. A key mismatch, a truncated file or a checksum that
 differs is detected and the statistics are recomputed, never used. An entry's folder also holds the
@@ -122,11 +123,25 @@ def _tensors_check(tensors: dict) -> str:
     return " ".join(f"{name}:{digest(tensors[name])}" for name in sorted(tensors))
 
 
-def cache_key(model_source: str, revision, calibration: str, samples: int, seq_len: int, seed: int,
+def cache_key(model_source: str, revision, calibration: str, tokens: str, samples: int, seq_len: int, seed: int,
               batch_size: int, passes: Passes) -> dict:
-    return {"model": model_source, "revision": revision, "calibration": calibration, "samples": samples,
-            "seq_len": seq_len, "seed": seed, "batch_size": batch_size, "precision": passes.precision,
-            "dtype": str(passes.stream_dtype), "device": passes.device.type, "torch": torch.__version__}
+    """Everything that changes the statistics' bits. `tokens` is a digest of the calibration token ids, so a
+    text file edited under the same name is measured again; a local model adds its files' names, sizes and
+    modification times (hashing gigabytes of weights on every run would cost more than the pass it saves)."""
+    return {"model": model_source, "revision": revision, "files": local_files(model_source),
+            "calibration": calibration, "tokens": tokens, "samples": samples, "seq_len": seq_len, "seed": seed,
+            "batch_size": batch_size, "precision": passes.precision, "dtype": str(passes.stream_dtype),
+            "device": passes.device.type, "torch": torch.__version__}
+
+
+def local_files(source: str) -> list | None:
+    """[name, bytes, mtime_ns] of a local model's file or of the files directly in its folder; None for a hub
+    name or an embedded model."""
+    path = Path(source)
+    if not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(f for f in path.iterdir() if f.is_file())
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
 def key_folder(root: Path, key: dict) -> Path:

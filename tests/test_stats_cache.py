@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_ids, tiny_model
+from conftest import VOCAB, tiny_ids, tiny_model
 
-from svd_explorer.decompositions import DecompositionStore, kept_rank, reusing
+from svd_explorer.decompositions import DecompositionStore, digest, kept_rank, reusing
 from svd_explorer.methods import get_method
 from svd_explorer.pipeline import DEPTH_WINDOWS, Passes, compress_model
 from svd_explorer.stats_cache import FILE, MANIFEST, cache_key, key_folder, load_or_compute
@@ -14,12 +14,13 @@ from svd_explorer.stats_cache import FILE, MANIFEST, cache_key, key_folder, load
 IDS = tiny_ids(6, 16)
 
 
-def key(model, seed=0):
-    return cache_key("tiny", None, f"random text, seed {seed}", 6, 16, seed, 2, Passes.of(model, "float32"))
+def key(model, seed=0, ids=IDS, source="tiny"):
+    return cache_key(source, None, f"random text, seed {seed}", digest(ids), 6, 16, seed, 2,
+                     Passes.of(model, "float32"))
 
 
-def statistics(root, model, seed=0):
-    return load_or_compute(root, key(model, seed), model, IDS, 2, "float32")
+def statistics(root, model, seed=0, ids=IDS):
+    return load_or_compute(root, key(model, seed, ids), model, ids, 2, "float32")
 
 
 def test_hit_miss_and_key_change(tmp_path):
@@ -28,6 +29,22 @@ def test_hit_miss_and_key_change(tmp_path):
     assert statistics(tmp_path, model)[1] == "hit"
     assert statistics(tmp_path, model, seed=1)[1] == "computed"      # another calibration: another entry
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+
+
+def test_other_tokens_or_a_changed_local_model_under_the_same_name_are_measured_again(tmp_path):
+    """The key holds the calibration tokens' digest and a local model's file sizes and times, not only names."""
+    model = tiny_model("llama")
+    assert statistics(tmp_path / "cache", model)[1] == "computed"
+    edited = IDS.clone()
+    edited[0, 0] = (edited[0, 0] + 1) % VOCAB         # the same description, one token changed
+    assert statistics(tmp_path / "cache", model, ids=edited)[1] == "computed"
+    folder = tmp_path / "local-model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    before = key(model, source=str(folder))
+    (folder / "model.safetensors").write_bytes(b"other weights")
+    assert key(model, source=str(folder)) != before
+    assert key(model)["files"] is None and before["files"][0][:2] == ["model.safetensors", 7]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "manifest"])

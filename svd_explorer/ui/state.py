@@ -150,8 +150,8 @@ class Store:
         with self.lock:
             for run_id, (path, created) in list(self.downloads.items()):
                 if now - created > self.limits.download_seconds or run_id not in self.runs:
+                    del self.downloads[run_id]      # forgotten first: no reader finds an entry whose folder is gone
                     shutil.rmtree(path, ignore_errors=True)
-                    del self.downloads[run_id]
 
     # -- sessions -----------------------------------------------------------------------------
 
