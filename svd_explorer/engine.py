@@ -423,14 +423,12 @@ class _Study:
     def remember(self, kind: str, compute) -> dict:
         """A method's model-level measurement (fwsvd's Fisher importances), cached in the statistics' folder
         (so the size limit evicts it with them)."""
-        from .decompositions import digest
         from .stats_cache import cached_tensors, key_folder
 
         if self.config.stats_cache == "off":
             self.prepared[kind] = "computed (no cache)"
             return compute()
-        key = {"statistics": self.key, "windows": digest(self.calib_ids)}   # the very tokens, not only their name
-        tensors, state = cached_tensors(key_folder(self._root(), self.key), kind, key, compute)
+        tensors, state = cached_tensors(key_folder(self._root(), self.key), kind, {"statistics": self.key}, compute)
         self.prepared[kind] = f"cache {state}"
         self.emit("status", f"{self.method.name}: {kind} " + ("read from the cache" if state == "hit" else state))
         return tensors

@@ -141,7 +141,7 @@ def local_files(source: str) -> list | None:
     if not path.exists():
         return None
     files = [path] if path.is_file() else sorted(f for f in path.iterdir() if f.is_file())
-    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    return [[f.name, st.st_size, st.st_mtime_ns] for f, st in ((f, f.stat()) for f in files)]
 
 
 def key_folder(root: Path, key: dict) -> Path:

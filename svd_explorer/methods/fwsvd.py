@@ -10,7 +10,7 @@ input channel in PyTorch's [out, in] layout: f_j = Σ_i F_ij. With D = diag(√f
 Chosen here where the paper is silent: one gradient per calibration window (batch of one), a floor
 of 1e-6 of the largest importance so an unused channel cannot blow up D⁻¹. The importances do not
 depend on the ratio or the allocation, so with the statistics cache on they are kept beside the
-statistics (same key, plus a digest of the calibration tokens): a sweep over ratios and allocations
+statistics (same key, which holds a digest of the calibration tokens): a sweep over ratios and allocations
 measures them once per calibration seed.
 """
 from __future__ import annotations
