@@ -307,22 +307,45 @@ def test_download_is_written_once_and_loads_back(app, tmp_path):
     assert json.loads(open(first["json_file"]).read())["method"] == "svd-llm"
 
 
-def test_a_download_whose_folder_goes_while_it_is_written_says_so(app, monkeypatch):
-    """Under load the store may release a run (and delete its download folder) while its zip is written;
-    safetensors then raises its own error, not an OSError: the visitor must get a message, not a failure."""
+@pytest.mark.parametrize("error", ["safetensors", "tokenizers", "os"])
+def test_a_download_whose_folder_goes_while_it_is_written_says_so(app, monkeypatch, error):
+    """Under load the store may release a run (and delete its download folder) while its zip is written; each
+    library writing into it fails with its own error (tokenizers raises a bare Exception, as CI once saw):
+    the visitor must get a message, not a failure."""
+    import shutil
+
     from safetensors import SafetensorError
 
     import svd_explorer.ui.callbacks as callbacks
 
     c = client(app)
     finish(compress_job(c, method="svd", ratio=0.3))
+    raised = {"safetensors": SafetensorError("I/O error: No such file or directory (os error 2)"),
+              "tokenizers": Exception("No such file or directory (os error 2)"),
+              "os": FileNotFoundError("No such file or directory")}[error]
 
-    def folder_gone(*args, **kwargs):
-        raise SafetensorError("Error while serializing: I/O error: No such file or directory (os error 2)")
+    def folder_goes(record, model, tokenizer, folder):
+        shutil.rmtree(folder.parent)             # what the store does when it releases the run
+        raise raised
 
-    monkeypatch.setattr(callbacks, "export", folder_gone)
+    monkeypatch.setattr(callbacks, "export", folder_goes)
     info = named(DOWNLOAD, c.predict(api_name="/export", run_box=None))["download_info"]
     assert "expired while it was written" in info
+
+
+def test_a_download_that_fails_for_another_reason_is_not_called_expired(app, monkeypatch):
+    """Only a vanished folder means "expired"; any other failure is a real error and must not be hidden."""
+    import svd_explorer.ui.callbacks as callbacks
+
+    c = client(app)
+    finish(compress_job(c, method="svd", ratio=0.3))
+
+    def broken(*args, **kwargs):
+        raise Exception("No such file or directory (os error 2)")
+
+    monkeypatch.setattr(callbacks, "export", broken)
+    with pytest.raises(Exception, match="upstream Gradio app has raised an exception"):
+        c.predict(api_name="/export", run_box=None)
 
 
 def test_zero_shot_panel_evaluates_both_models(app, shared_data):

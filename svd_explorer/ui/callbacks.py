@@ -11,8 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-from safetensors import SafetensorError
-
 from .. import plots
 from ..allocation import ALLOCATIONS
 from ..comparison import ComparisonError, aggregate, read_folder, read_zip
@@ -506,8 +504,19 @@ def prepare_download(store: Store, session: str, run_box) -> dict:
     run = store.get(session, run_box) if run_box != LIVE else None
     if run is None:
         return {"download_info": "Run a compression first."}
-    model = run.model
     folder, ready = store.download_folder(run)
+    try:
+        return _write_download(store, run, folder, ready)
+    except Exception:
+        # Under load the store may release this run and delete its folder while it is written; each library
+        # writing into it (tokenizers, safetensors, zipfile) then fails with its own error type.
+        if folder.exists():
+            raise
+        return {"download_info": "The download expired while it was written: prepare it again."}
+
+
+def _write_download(store: Store, run, folder, ready: bool) -> dict:
+    model = run.model
     result_path = folder / f"run-{run.id}.json"
     if not ready:
         result_path.write_text(json.dumps(run.result, indent=1))
@@ -515,13 +524,10 @@ def prepare_download(store: Store, session: str, run_box) -> dict:
         return {"download_info": "This run's compressed model was released to save memory: only its JSON result "
                                  "is available.", "json_file": str(result_path), "model_file": None}
     archive = folder / f"compressed-{run.id}.zip"
-    try:
-        if not archive.exists():
-            export(run.record, model, run.tokenizer, folder / "model")
-            shutil.make_archive(str(archive.with_suffix("")), "zip", folder / "model")
-            shutil.rmtree(folder / "model")
-    except (OSError, SafetensorError):   # the store released this run and deleted its folder meanwhile
-        return {"download_info": "The download expired while it was written: prepare it again."}
+    if not archive.exists():
+        export(run.record, model, run.tokenizer, folder / "model")
+        shutil.make_archive(str(archive.with_suffix("")), "zip", folder / "model")
+        shutil.rmtree(folder / "model")
     return {"download_info": _sizes(store, run, archive.stat().st_size), "model_file": str(archive),
             "json_file": str(result_path)}
 
