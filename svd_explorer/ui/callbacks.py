@@ -510,9 +510,10 @@ def prepare_download(store: Store, session: str, run_box) -> dict:
     except Exception:
         # Under load the store may release this run and delete its folder while it is written; each library
         # writing into it (tokenizers, safetensors, zipfile) then fails with its own error type.
-        if folder.exists():
-            raise
-        return {"download_info": "The download expired while it was written: prepare it again."}
+        if not folder.exists():
+            return {"download_info": "The download expired while it was written: prepare it again."}
+        LOG.exception("download failed")      # the page gets one line without server paths; the log the rest
+        return {"download_info": "The download could not be written (the server logged why): prepare it again."}
 
 
 def _write_download(store: Store, run, folder, ready: bool) -> dict:
