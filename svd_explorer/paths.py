@@ -17,12 +17,17 @@ def cache_dir(*parts: str) -> Path:
     return folder
 
 
-def save_atomically(tensors: dict, path: Path, metadata: dict | None = None) -> None:
-    """Write a safetensors file beside `path`, then rename it onto `path`: a reader (another run sharing the
+def write_atomically(path: Path, write) -> None:
+    """write(partial) a file beside `path`, then rename it onto `path`: a reader (another run sharing the
     cache) never sees half a file, and a write that fails (a full disk) leaves nothing behind and raises."""
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
-        save_file(tensors, str(partial), metadata=metadata)
+        write(partial)
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def save_atomically(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    """A safetensors file, written whole or not at all."""
+    write_atomically(path, lambda partial: save_file(tensors, str(partial), metadata=metadata))

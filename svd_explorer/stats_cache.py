@@ -31,7 +31,7 @@ from .layout import find_layout
 from .linalg import singular_values
 from .lowrank import dense_weight_and_bias
 from .offload import onloaded
-from .paths import save_atomically
+from .paths import save_atomically, write_atomically
 from .pipeline import Passes, block_statistics, capture_calls, first_members, shell_copy
 from .records import floats
 from .stats import Statistics
@@ -87,10 +87,9 @@ def cached_columns(root, kind: str, key: dict, columns: list[float], compute) ->
     if missing:
         for row, values in compute(missing).items():
             table.setdefault(row, {}).update(values)
-        partial = path.with_suffix(f".{os.getpid()}.partial")
-        partial.write_text(json.dumps({"key": key, "value": {row: {str(c): v for c, v in values.items()}
-                                                             for row, values in table.items()}}))
-        partial.replace(path)
+        stored = json.dumps({"key": key, "value": {row: {str(c): v for c, v in values.items()}
+                                                   for row, values in table.items()}})
+        write_atomically(path, lambda partial: partial.write_text(stored))
     return {row: {c: values[c] for c in columns} for row, values in table.items()}
 
 
@@ -191,9 +190,10 @@ def collect(model, calib_ids, batch_size: int, precision: str, emit=None, check=
 
 def write(folder: Path, key: dict, tensors: dict, spectra: dict, tokens: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    save_atomically(tensors, folder / FILE)
-    manifest = {"key": key, "tokens": tokens, "bytes": (folder / FILE).stat().st_size,
-                "sha256": _sha256(folder / FILE), "spectra": spectra, "created": time.time()}
+    path = folder / FILE
+    save_atomically(tensors, path)
+    manifest = {"key": key, "tokens": tokens, "bytes": path.stat().st_size, "sha256": _sha256(path),
+                "spectra": spectra, "created": time.time()}
     (folder / MANIFEST).write_text(json.dumps(manifest))
 
 

@@ -110,7 +110,12 @@ class Store:
 
     def _release(self, run: Run) -> None:
         run.model = None
-        path, _ = self.downloads.pop(run.id, (None, None))
+        self._drop_download(run.id)
+
+    def _drop_download(self, run_id: str) -> None:
+        """Forget the entry, then delete its folder: no reader finds an entry whose folder is gone (under the
+        lock)."""
+        path, _ = self.downloads.pop(run_id, (None, None))
         if path is not None:
             shutil.rmtree(path, ignore_errors=True)
 
@@ -148,10 +153,9 @@ class Store:
         """Delete downloads older than the limit at `now` (the clock by default; tests pass a later time)."""
         now = time.time() if now is None else now
         with self.lock:
-            for run_id, (path, created) in list(self.downloads.items()):
+            for run_id, (_, created) in list(self.downloads.items()):
                 if now - created > self.limits.download_seconds or run_id not in self.runs:
-                    del self.downloads[run_id]      # forgotten first: no reader finds an entry whose folder is gone
-                    shutil.rmtree(path, ignore_errors=True)
+                    self._drop_download(run_id)
 
     # -- sessions -----------------------------------------------------------------------------
 
