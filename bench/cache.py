@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from svd_explorer.cli import main as cli  # noqa: E402
-from svd_explorer.config import with_preset  # noqa: E402
-from svd_explorer.engine import run  # noqa: E402
+from svd_explorer.cli.main import main as cli  # noqa: E402
+from svd_explorer.run.config import with_preset  # noqa: E402
+from svd_explorer.run.engine import run  # noqa: E402
 
 SETTINGS = dict(calib="boolq", calib_samples=32, seq_len=512, eval_source="wikitext2", eval_windows=20)
 

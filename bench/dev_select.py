@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from svd_explorer.allocation import ALLOCATIONS  # noqa: E402
-from svd_explorer.comparison import work_seconds  # noqa: E402
-from svd_explorer.config import RunConfig, with_preset  # noqa: E402
-from svd_explorer.engine import run  # noqa: E402
-from svd_explorer.methods import method_class  # noqa: E402
+from svd_explorer.compress.allocation import ALLOCATIONS  # noqa: E402
+from svd_explorer.compress.methods import method_class  # noqa: E402
+from svd_explorer.run.config import RunConfig, with_preset  # noqa: E402
+from svd_explorer.run.engine import run  # noqa: E402
+from svd_explorer.study.comparison import work_seconds  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, dict, dict, dict]:

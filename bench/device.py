@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from svd_explorer.config import with_preset  # noqa: E402
-from svd_explorer.engine import run  # noqa: E402
+from svd_explorer.run.config import with_preset  # noqa: E402
+from svd_explorer.run.engine import run  # noqa: E402
 
 SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                     num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192, rope_theta=100000.0,

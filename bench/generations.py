@@ -14,10 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from svd_explorer.config import with_preset  # noqa: E402
-from svd_explorer.engine import run  # noqa: E402
-from svd_explorer.generation import EXAMPLES, side_by_side  # noqa: E402
-from svd_explorer.loading import load_model  # noqa: E402
+from svd_explorer.model.loading import load_model  # noqa: E402
+from svd_explorer.run.config import with_preset  # noqa: E402
+from svd_explorer.run.engine import run  # noqa: E402
+from svd_explorer.text.generation import EXAMPLES, side_by_side  # noqa: E402
 
 
 def answer(model, tokenizer, prompt: str) -> str:

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from methods import run_and_print  # noqa: E402
 
-from svd_explorer.methods import list_methods  # noqa: E402
+from svd_explorer.compress.methods import list_methods  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from svd_explorer.allocation import list_allocations  # noqa: E402
-from svd_explorer.cli import main as cli  # noqa: E402
-from svd_explorer.methods import list_methods  # noqa: E402
+from svd_explorer.cli.main import main as cli  # noqa: E402
+from svd_explorer.compress.allocation import list_allocations  # noqa: E402
+from svd_explorer.compress.methods import list_methods  # noqa: E402
 
 README_SETTINGS = ["--calib", "boolq", "--calib-samples", "32", "--seq-len", "512", "--eval", "wikitext2",
                    "--eval-windows", "20", "--extra-eval", "ptb,lambada", "--dev-windows", "16"]

@@ -56,7 +56,7 @@ def main():
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    from svd_explorer.methods import REGISTRY
+    from svd_explorer.compress.methods import REGISTRY
     from svd_explorer.ui import build_demo
 
     demo = build_demo()

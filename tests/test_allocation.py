@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from svd_explorer.allocation import (
+from svd_explorer.compress.allocation import (
     ALLOCATIONS,
     AllocationContext,
     get_allocation,
@@ -14,12 +14,12 @@ from svd_explorer.allocation import (
     max_rank,
     target_params,
 )
-from svd_explorer.allocation.depth import default_block_count, last_k_ratios, ramp_ratios
-from svd_explorer.allocation.loss import greedy_ranks, whitened_loss
-from svd_explorer.allocation.sensitivity import dropped_share, extrapolated_row, search_threshold
-from svd_explorer.layout import Layout, Projection, find_layout
-from svd_explorer.lowrank import BudgetError
-from svd_explorer.methods import get_method, list_methods
+from svd_explorer.compress.allocation.depth import default_block_count, last_k_ratios, ramp_ratios
+from svd_explorer.compress.allocation.loss import greedy_ranks, whitened_loss
+from svd_explorer.compress.allocation.sensitivity import dropped_share, extrapolated_row, search_threshold
+from svd_explorer.compress.methods import get_method, list_methods
+from svd_explorer.model.blocks import Layout, Projection, find_layout
+from svd_explorer.model.lowrank import BudgetError
 
 
 def fake_spectra(layout, seed=0):
@@ -125,7 +125,7 @@ def test_every_method_has_an_original_stream_form_a_scorer_can_fit(name):
 def test_a_scorers_fit_spectrum_is_the_spectrum_the_method_truncates(name):
     """The sensitivity search's SVDs give the `measure=F` extrapolation its spectra (engine._spectra), so a
     method's original-stream fit must report the singular values its truncated_spectrum describes."""
-    from svd_explorer.stats import Statistics
+    from svd_explorer.compress.stats import Statistics
 
     w, x = torch.randn(12, 10, dtype=torch.float64), torch.randn(10, 40, dtype=torch.float64)
     stats = Statistics.original_only(40, x @ x.T, x.abs().mean(dim=1))
@@ -138,7 +138,7 @@ def test_a_scorers_fit_spectrum_is_the_spectrum_the_method_truncates(name):
 
 
 def test_aa_svd_shares_svd_llm_table_because_its_default_fit_is_the_same():
-    from svd_explorer.stats import Statistics
+    from svd_explorer.compress.stats import Statistics
 
     w, x = torch.randn(12, 10, dtype=torch.float64), torch.randn(10, 40, dtype=torch.float64)
     stats = Statistics.original_only(40, x @ x.T, x.abs().mean(dim=1))
@@ -162,10 +162,10 @@ def test_a_sensitivity_row_takes_one_svd_per_projection_and_the_same_numbers(mon
     the perplexities are those of fresh SVDs, bit for bit."""
     from conftest import tiny_ids
 
-    from svd_explorer import linalg
-    from svd_explorer.development import DevScorer
-    from svd_explorer.engine import _in_memory
-    from svd_explorer.stats_cache import collect
+    from svd_explorer.cache.statistics import collect
+    from svd_explorer.compress import linalg
+    from svd_explorer.compress.candidates import DevScorer
+    from svd_explorer.run.engine import _in_memory
 
     model = tiny_model("llama")
     statistics = _in_memory(collect(model, tiny_ids(8, 16), 4, "float32"), model)
@@ -186,9 +186,9 @@ def test_the_kl_score_is_zero_for_the_original_positive_for_a_change_and_is_torc
     divergence of a window is torch's KL(original ‖ candidate) on the same logits."""
     from conftest import tiny_ids
 
-    from svd_explorer.development import DevScorer, _window_kl
-    from svd_explorer.engine import _in_memory
-    from svd_explorer.stats_cache import collect
+    from svd_explorer.cache.statistics import collect
+    from svd_explorer.compress.candidates import DevScorer, _window_kl
+    from svd_explorer.run.engine import _in_memory
 
     model = tiny_model("llama")
     statistics = _in_memory(collect(model, tiny_ids(8, 16), 4, "float32"), model)

@@ -8,14 +8,14 @@ import pytest
 import torch
 from conftest import tiny_ids, tiny_model
 
-from svd_explorer import plots
-from svd_explorer.generation import side_by_side
-from svd_explorer.methods import REGISTRY, get_method
-from svd_explorer.pipeline import Cancelled, compress_model
-from svd_explorer.refine import RefineSettings
+from svd_explorer.compress.methods import REGISTRY, get_method
+from svd_explorer.compress.pipeline import Cancelled, compress_model
+from svd_explorer.compress.refine import RefineSettings
+from svd_explorer.figures import plots
+from svd_explorer.run.worker import Busy, JobManager
+from svd_explorer.text.generation import side_by_side
 from svd_explorer.ui import callbacks, texts
 from svd_explorer.ui.layout import BUDGET, COMPRESS, DOWNLOAD, FIGURES, ZERO_SHOT
-from svd_explorer.worker import Busy, JobManager
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,8 @@ def test_aces_and_refinement_figures(recorded):
     assert len(plots.aces_depth_figure(recorded["saes-svd"]).data) == 7
     flat = plots.aces_figure(recorded["saes-svd"], 0, "q_proj")  # block 0: both streams feed q the same input
     assert "no upstream error" in flat.layout.annotations[-1].text
-    assert "saes-svd runs" in plots.aces_figure(recorded["aa-svd"], 0, "q_proj").layout.annotations[0].text
+    missing = get_method("saes-svd").figures[0].missing        # the tab's words, declared by the method
+    assert "saes-svd runs" in plots.aces_figure(recorded["aa-svd"], 0, "q_proj", missing).layout.annotations[0].text
     refine = plots.refine_figure(recorded["aa-svd"], 1)
     assert len(refine.data[0].y) == 10 and len(refine.data[1].x) == 3
 
@@ -142,7 +143,7 @@ def test_a_job_past_its_time_limit_is_stopped_with_the_reason():
 
 
 def test_side_by_side_streams_both_models(tiny_folder):
-    from svd_explorer.loading import load_model
+    from svd_explorer.model.loading import load_model
 
     lm = load_model(str(tiny_folder))
     compressed, _ = compress_model(lm.model, get_method("svd"), 0.5, tiny_ids(), precision="float32")

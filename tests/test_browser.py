@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from svd_explorer.methods import REGISTRY
+from svd_explorer.compress.methods import REGISTRY
 
 pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -6,8 +6,10 @@ import sys
 
 import pytest
 
-from svd_explorer.cli import main
-from svd_explorer.config import PRESETS, RunConfig, with_preset
+from svd_explorer.cli.main import main
+from svd_explorer.compress.allocation import ALLOCATIONS
+from svd_explorer.compress.methods import REGISTRY
+from svd_explorer.run.config import PRESETS, RunConfig, with_preset
 
 COMMON = ["--seq-len", "16", "--calib-samples", "4", "--eval-windows", "3", "--batch-size", "2"]
 
@@ -161,11 +163,11 @@ def test_module_entry_point_and_listings():
     listing = subprocess.run([sys.executable, "-m", "svd_explorer", "methods"], capture_output=True, text=True,
                              timeout=120)
     assert listing.returncode == 0
-    for name in ("svd", "asvd", "fwsvd", "svd-llm", "ressvd", "aa-svd", "saes-svd"):
+    for name in REGISTRY:
         assert name in listing.stdout
     allocations = subprocess.run([sys.executable, "-m", "svd_explorer", "allocations"], capture_output=True, text=True,
                                  timeout=120).stdout
-    assert all(name in allocations for name in ("uniform", "depth", "loss", "sensitivity"))
+    assert all(name in allocations for name in ALLOCATIONS)
     help_text = " ".join(subprocess.run([sys.executable, "-m", "svd_explorer", "compress", "--help"],
                                         capture_output=True, text=True, timeout=120).stdout.split())
     assert "fraction of the parameters" in help_text and "break-even rank" in help_text

@@ -4,7 +4,8 @@ import pytest
 import torch
 from conftest import SAMPLE_TEXT, char_tokenizer
 
-from svd_explorer.data import (
+from svd_explorer.model.loading import load_model
+from svd_explorer.text.sources import (
     DataError,
     consecutive_windows,
     development_windows,
@@ -15,7 +16,6 @@ from svd_explorer.data import (
     text_windows,
     tokenize,
 )
-from svd_explorer.loading import load_model
 
 
 def test_text_files_of_every_format(tmp_path, text_file):
@@ -122,9 +122,9 @@ def test_boolq_passages_are_wikipedia_paragraphs(shared_data):
 
 
 def test_wikitext_falls_back_to_the_local_copy_offline(shared_data, monkeypatch):
-    import svd_explorer.loading as loading
+    from svd_explorer.model import hub
 
-    monkeypatch.setattr(loading, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: False)
     text = load_text("wikitext2", split="test")
     assert "local copy" in text.description and text.text.lstrip().startswith("= Robert Boulter =")
     assert "\r" not in text.text
@@ -144,7 +144,7 @@ def test_messages_and_descriptions_name_an_upload_by_its_own_name(tmp_path):
     """Gradio keeps uploads under /tmp/gradio/<hash>/: that folder is the server's business, not the page's."""
     from conftest import char_tokenizer
 
-    from svd_explorer.data import check_source, text_windows
+    from svd_explorer.text.sources import check_source, text_windows
 
     upload = tmp_path / "gradio" / "0123abcd"
     upload.mkdir(parents=True)

@@ -7,11 +7,11 @@ import sys
 import pytest
 import torch
 
-from svd_explorer import engine
-from svd_explorer.config import with_preset
-from svd_explorer.devices import resolve_device, resolve_dtype
 from svd_explorer.errors import ConfigError, ModelLoadError
-from svd_explorer.offload import choose_placement
+from svd_explorer.model.devices import resolve_device, resolve_dtype
+from svd_explorer.model.offload import choose_placement
+from svd_explorer.run import engine
+from svd_explorer.run.config import with_preset
 
 
 def tiny_run(tiny_folder, text_file, **kw):
@@ -31,7 +31,7 @@ def test_a_device_that_is_not_here_is_a_clear_error():
 
 
 def test_a_dtype_the_device_does_not_support_is_refused(monkeypatch):
-    import svd_explorer.devices as devices
+    import svd_explorer.model.devices as devices
 
     monkeypatch.setattr(devices, "supports", lambda dtype, device: dtype == torch.float32)
     with pytest.raises(ConfigError, match="--dtype bfloat16 is not supported by cpu"):
@@ -50,12 +50,12 @@ def test_disk_offload_gives_the_same_weights_and_perplexity(tiny_folder, text_fi
     memory = tiny_run(tiny_folder, text_file, method=method, offload="none")
     disk = tiny_run(tiny_folder, text_file, method=method, offload="disk")
     assert disk.record.placement["mode"] == "disk" and memory.record.placement["mode"] == "memory"
-    from svd_explorer.offload import cpu_tensors
+    from svd_explorer.model.offload import cpu_tensors
 
     x, y = dict(cpu_tensors(memory.model)), dict(cpu_tensors(disk.model))
     assert x.keys() == y.keys() and all(torch.allclose(x[k], y[k], atol=1e-6) for k in x)
     assert disk.record.scores["ppl_compressed"] == pytest.approx(memory.record.scores["ppl_compressed"], rel=1e-5)
-    from svd_explorer.generation import side_by_side
+    from svd_explorer.text.generation import side_by_side
 
     texts = list(side_by_side([memory.model, disk.model], disk.loaded.tokenizer, "Hello", max_new_tokens=4))
     assert texts[-1][0] == texts[-1][1]            # generation runs through the offloaded blocks alike
@@ -64,7 +64,7 @@ def test_disk_offload_gives_the_same_weights_and_perplexity(tiny_folder, text_fi
 def test_placement_is_decided_from_the_figures(monkeypatch, tmp_path):
     import shutil
 
-    import svd_explorer.offload as offload
+    import svd_explorer.model.offload as offload
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(offload, "free_memory", lambda device: 10 * 2**30)

@@ -4,8 +4,8 @@ import json
 import pytest
 from conftest import char_tokenizer, tiny_model
 
-from svd_explorer.cli import main
-from svd_explorer.evaluation import LOCAL_FILES, TASK_FOLDER, TaskError, resolve, run_tasks
+from svd_explorer.cli.main import main
+from svd_explorer.text.zero_shot import LOCAL_FILES, TASK_FOLDER, TaskError, resolve, run_tasks
 
 
 def test_shipped_task_definitions_load_offline(shared_data):
@@ -26,7 +26,7 @@ def test_every_task_runs_on_a_tiny_model(shared_data):
 
 
 def test_missing_task_data_is_a_clear_error(tmp_path, monkeypatch):
-    import svd_explorer.evaluation as evaluation
+    import svd_explorer.text.zero_shot as evaluation
 
     monkeypatch.setattr(evaluation, "hub_reachable", lambda: False)
     with pytest.raises(TaskError, match="piqa/valid.jsonl is missing.*not reachable"):
@@ -59,8 +59,8 @@ def test_the_original_perplexity_is_remembered_by_text_not_by_description():
 
     from conftest import tiny_ids
 
-    from svd_explorer.engine import _perplexities
-    from svd_explorer.metrics import evaluate
+    from svd_explorer.run.engine import _perplexities
+    from svd_explorer.text.metrics import evaluate
 
     model = tiny_model("llama")
     lm = SimpleNamespace(source="tiny", revision=None, model=model)

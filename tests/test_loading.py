@@ -5,12 +5,12 @@ import pytest
 import torch
 from conftest import ARCHITECTURES, char_tokenizer, tiny_ids, tiny_model
 
+from svd_explorer.compress.methods import get_method
+from svd_explorer.compress.pipeline import compress_model
 from svd_explorer.errors import ModelLoadError
-from svd_explorer.layout import count_parameters
-from svd_explorer.loading import load_compressed, load_model
-from svd_explorer.methods import get_method
-from svd_explorer.pipeline import compress_model
-from svd_explorer.saving import save_compressed
+from svd_explorer.model.blocks import count_parameters
+from svd_explorer.model.loading import load_compressed, load_model
+from svd_explorer.model.saving import save_compressed
 
 
 def saved(tmp_path, arch="llama", method="ressvd", name="out", dtype=None):

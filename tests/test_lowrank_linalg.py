@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from svd_explorer.linalg import (
+from svd_explorer.compress.linalg import (
     DecompositionError,
     captured_ratio,
     singular_values,
@@ -11,7 +11,7 @@ from svd_explorer.linalg import (
     whiten,
     whitened_fit,
 )
-from svd_explorer.lowrank import BudgetError, LowRankLinear, break_even_rank, check_ratio, rank_for_ratio
+from svd_explorer.model.lowrank import BudgetError, LowRankLinear, break_even_rank, check_ratio, rank_for_ratio
 
 
 def correlated_inputs(n=24, tokens=400, seed=0):

@@ -5,15 +5,15 @@ import pytest
 import torch
 from conftest import ARCHITECTURES, tiny_ids, tiny_model
 
-import svd_explorer.pipeline as pipeline
-from svd_explorer.allocation import AllocationContext, get_allocation
-from svd_explorer.architectures import ARCHITECTURES as TABLE
-from svd_explorer.layout import find_layout, trace_groups
-from svd_explorer.lowrank import LowRankLinear
-from svd_explorer.methods import get_method
-from svd_explorer.methods.svd_llm import SVDLLM
-from svd_explorer.pipeline import Cancelled, compress_model
-from svd_explorer.refine import RefineSettings
+import svd_explorer.compress.pipeline as pipeline
+from svd_explorer.compress.allocation import AllocationContext, get_allocation
+from svd_explorer.compress.methods import get_method
+from svd_explorer.compress.methods.svd_llm import SVDLLM
+from svd_explorer.compress.pipeline import Cancelled, compress_model
+from svd_explorer.compress.refine import RefineSettings
+from svd_explorer.model.architectures import ARCHITECTURES as TABLE
+from svd_explorer.model.blocks import find_layout, trace_groups
+from svd_explorer.model.lowrank import LowRankLinear
 
 
 def run(model, method, ratio=0.3, ids=None, **kw):

@@ -7,14 +7,14 @@ shared by every method that reads only the original stream (as a sweep does). Th
 """
 import pytest
 
-from svd_explorer.allocation import AllocationContext, get_allocation
-from svd_explorer.data import text_windows
-from svd_explorer.layout import find_layout
-from svd_explorer.methods import get_method
-from svd_explorer.metrics import evaluate
-from svd_explorer.pipeline import compress_model
-from svd_explorer.refine import RefineSettings
-from svd_explorer.stats_cache import MemoryStatistics, collect
+from svd_explorer.cache.statistics import MemoryStatistics, collect
+from svd_explorer.compress.allocation import AllocationContext, get_allocation
+from svd_explorer.compress.methods import get_method
+from svd_explorer.compress.pipeline import compress_model
+from svd_explorer.compress.refine import RefineSettings
+from svd_explorer.model.blocks import find_layout
+from svd_explorer.text.metrics import evaluate
+from svd_explorer.text.sources import text_windows
 
 pytestmark = pytest.mark.slow
 RATIO = 0.2
@@ -77,7 +77,7 @@ def test_the_embedded_model_converts_for_offloading_with_the_same_logits(smollm,
     import torch
     from transformers import AutoModelForCausalLM
 
-    from svd_explorer.loading import converted_embedded
+    from svd_explorer.model.loading import converted_embedded
 
     monkeypatch.setenv("SVD_EXPLORER_CACHE", str(tmp_path))
     converted = AutoModelForCausalLM.from_pretrained(converted_embedded("smollm2-135m"))

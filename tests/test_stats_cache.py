@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import VOCAB, tiny_ids, tiny_model
 
-from svd_explorer.decompositions import DecompositionStore, digest, kept_rank, reusing
-from svd_explorer.methods import get_method
-from svd_explorer.pipeline import DEPTH_WINDOWS, Passes, compress_model
-from svd_explorer.stats_cache import FILE, MANIFEST, cache_key, key_folder, load_or_compute
+from svd_explorer.cache.statistics import FILE, MANIFEST, cache_key, key_folder, load_or_compute
+from svd_explorer.compress.decompositions import DecompositionStore, digest, kept_rank, reusing
+from svd_explorer.compress.methods import get_method
+from svd_explorer.compress.pipeline import DEPTH_WINDOWS, Passes, compress_model
 
 IDS = tiny_ids(6, 16)
 
@@ -129,7 +129,7 @@ def test_a_damaged_decomposition_is_computed_again(tmp_path):
 
 
 def test_a_cached_table_measures_only_the_columns_it_lacks(tmp_path):
-    from svd_explorer.stats_cache import cached_columns
+    from svd_explorer.cache.statistics import cached_columns
 
     asked = []
 
@@ -146,7 +146,7 @@ def test_a_cached_table_measures_only_the_columns_it_lacks(tmp_path):
 
 
 def test_cached_tensors_are_measured_once_per_key_and_never_read_back_damaged(tmp_path):
-    from svd_explorer.stats_cache import cached_tensors
+    from svd_explorer.cache.statistics import cached_tensors
 
     calls = []
 
@@ -170,8 +170,8 @@ def test_cached_tensors_are_measured_once_per_key_and_never_read_back_damaged(tm
 def test_fwsvd_measures_its_gradients_once_per_calibration_set(tiny_folder, text_file, tmp_path):
     """A second fwsvd run on the same calibration set reads the Fisher importances back and makes the same
     weights; another seed measures them again."""
-    from svd_explorer import engine
-    from svd_explorer.config import with_preset
+    from svd_explorer.run import engine
+    from svd_explorer.run.config import with_preset
 
     def run(seed=0):
         config = with_preset("demo", model=str(tiny_folder), method="fwsvd", ratio=0.3, calib=str(text_file),
@@ -188,8 +188,8 @@ def test_fwsvd_measures_its_gradients_once_per_calibration_set(tiny_folder, text
 
 
 def test_a_measurement_that_cannot_be_stored_is_still_returned(tmp_path, monkeypatch):
-    import svd_explorer.paths as paths
-    import svd_explorer.stats_cache as stats_cache
+    import svd_explorer.cache.statistics as stats_cache
+    import svd_explorer.files as paths
 
     def full_disk(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"half a file")

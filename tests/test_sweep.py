@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from svd_explorer.cli import main
-from svd_explorer.sweep import reference_forward
+from svd_explorer.cli.main import main
+from svd_explorer.study.sweep import reference_forward
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -109,7 +109,7 @@ RESULT = json.dumps({"method": "svd", "config": {}, "ratio": 0.2, "params_after"
     ({"runs/a.json": RESULT, "runs/b.json": " " * 4000}, "unpacks to more than"),
 ])
 def test_an_uploaded_sweep_zip_is_refused_by_name_when_unsafe(tmp_path, monkeypatch, members, message):
-    from svd_explorer import comparison
+    from svd_explorer.study import comparison
 
     monkeypatch.setattr(comparison, "ZIP_TOTAL_LIMIT", 2000)
     with pytest.raises(comparison.ComparisonError, match=message):
@@ -117,7 +117,7 @@ def test_an_uploaded_sweep_zip_is_refused_by_name_when_unsafe(tmp_path, monkeypa
 
 
 def test_an_uploaded_sweep_zip_gives_its_results(tmp_path):
-    from svd_explorer.comparison import read_zip
+    from svd_explorer.study.comparison import read_zip
 
     rows = read_zip(write_zip(tmp_path / "sweep.zip", {"runs/a.json": RESULT, "summary.md": "| x |"}))
     assert [r["method"] for r in rows] == ["svd"]
@@ -125,7 +125,7 @@ def test_an_uploaded_sweep_zip_gives_its_results(tmp_path):
 
 def test_a_runs_time_counts_its_allocation_search():
     """A sensitivity table can take far longer than the compression: "x fwd" must include it."""
-    from svd_explorer.comparison import aggregate
+    from svd_explorer.study.comparison import aggregate
 
     run = {"method": "asvd", "ratio": 0.2, "config": {"seed": 0, "allocation": "sensitivity"}, "params_after": 8,
            "params_before": 10, "seconds": 6.0, "allocation_seconds": 454.0, "calib_forward_seconds": 20.0}
@@ -134,9 +134,10 @@ def test_a_runs_time_counts_its_allocation_search():
 
 
 def test_a_sweeps_allocation_options_go_to_the_allocations_that_have_them(tiny_folder, text_file):
-    from svd_explorer.cli import build_parser
-    from svd_explorer.comparison import group_key
-    from svd_explorer.sweep import grid, run_name
+    from svd_explorer.cli.main import build_parser
+    from svd_explorer.cli.sweep import grid
+    from svd_explorer.study.comparison import group_key
+    from svd_explorer.study.sweep import run_name
 
     args = build_parser().parse_args(["sweep", "--model", str(tiny_folder), "--methods", "svd-llm", "--ratios", "0.2",
                                       "--allocations", "uniform,sensitivity", "--measure", "0.5",

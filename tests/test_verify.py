@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from svd_explorer.errors import ModelLoadError
-from svd_explorer.verify import FORMAT, read_header, verify_compressed_folder, weights_format
+from svd_explorer.model.saved_folder import FORMAT, read_header, verify_compressed_folder, weights_format
 
 GOOD = {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}
 

@@ -2,7 +2,7 @@
 happens on a click), layout.py (the page and its wiring), limits.py (public-Space bounds)."""
 from __future__ import annotations
 
-from .layout import build_demo
+from .layout import CSS, build_demo
 from .limits import Limits
 
 
@@ -13,8 +13,6 @@ def launch(demo=None, **kwargs):
     demo = demo or build_demo()
     limits = demo.limits
     demo.queue(max_size=limits.queue * 4, default_concurrency_limit=4)
-    from .layout import CSS
-
     return demo.launch(theme=gr.themes.Soft(), css=CSS, max_file_size=f"{limits.upload_mb}mb", **kwargs)
 
 

@@ -11,23 +11,27 @@ import threading
 import time
 from pathlib import Path
 
-from .. import plots
-from ..allocation import ALLOCATIONS
-from ..comparison import ComparisonError, aggregate, read_folder, read_zip
-from ..config import with_preset
-from ..data import DataError, check_source, data_dir
-from ..engine import budget_summary, export, resolve_evaluation
-from ..engine import run as run_engine
-from ..engine import zero_shot as engine_zero_shot
+from ..compress.allocation import ALLOCATIONS, allocation_for
+from ..compress.budget import budget_summary
+from ..compress.methods import REGISTRY, FigureTab
+from ..compress.pipeline import Cancelled, cancel_check
 from ..errors import ConfigError, ModelLoadError
-from ..evaluation import available_tasks
-from ..generation import side_by_side
-from ..layout import count_parameters, find_layout, meta_model
-from ..loading import EMBEDDED, hub_reachable, read_config
-from ..lowrank import BudgetError
-from ..methods import REGISTRY
-from ..pipeline import Cancelled
-from ..worker import Busy
+from ..figures import plots
+from ..model.blocks import count_parameters, find_layout, meta_model
+from ..model.hub import EMBEDDED, hub_reachable
+from ..model.loading import read_config
+from ..model.lowrank import BudgetError, check_ratio
+from ..model.offload import Placement
+from ..run.config import with_preset
+from ..run.engine import export
+from ..run.engine import run as run_engine
+from ..run.engine import zero_shot as engine_zero_shot
+from ..run.plan import Plan, plan
+from ..run.worker import Busy
+from ..study.comparison import ComparisonError, aggregate, read_folder, read_zip
+from ..text.generation import side_by_side
+from ..text.sources import DataError, check_source, data_dir, resolve_evaluation
+from ..text.zero_shot import available_tasks
 from . import texts
 from .state import Store
 
@@ -65,8 +69,8 @@ def chosen_options(registry, owner: str, values: dict) -> dict:
     return out
 
 
-def page_config(store: Store, v: dict):
-    """The validated RunConfig the page describes; raises ConfigError naming the control."""
+def page_plan(store: Store, v: dict) -> Plan:
+    """The checked plan of the run the page describes; raises ConfigError naming the control."""
     limits = store.limits
     limits.check_values(calib_samples=v["calib_samples"], seq_len=v["seq_len"], eval_windows=v["eval_windows"],
                         refine_steps=v["refine_steps"], refine_batch=v["refine_batch"])
@@ -83,16 +87,16 @@ def page_config(store: Store, v: dict):
         refine_batch=int(v["refine_batch"]), calib=calib, calib_samples=int(v["calib_samples"]),
         seq_len=int(v["seq_len"]), eval_source="auto" if windows else "none", eval_windows=windows,
         stats_cache="off" if limits.public else None)
-    return config.validate(limits.token)
+    return plan(config, limits.token)
 
 
 def _ratio(value) -> float:
     if value is None or value != value:
         raise ConfigError("type a ratio between 0 and 1 (the share of the projections' parameters removed)", "ratio")
-    if not 0 < float(value) < 1:
-        raise ConfigError(f"the ratio must be strictly between 0 and 1 (the share of parameters removed); "
-                          f"{float(value):g} is not", "ratio")
-    return float(value)
+    try:
+        return check_ratio(float(value))
+    except BudgetError as err:
+        raise ConfigError(str(err), "ratio") from None
 
 
 def message(err: Exception) -> str:
@@ -135,9 +139,8 @@ def budget(store: Store, session: str, **v) -> dict:
         return out | {"model_message": f"⚠️ {message(err)}", "budget": "The budget appears once the model is valid."}
     try:
         method = REGISTRY[v["method"]](**chosen_options(REGISTRY, v["method"], v))
-        allocation = v["allocation"] or "auto"
-        allocation = ALLOCATIONS[method.default_allocation[0] if allocation == "auto" else allocation](
-            **(method.default_allocation[1] if allocation == "auto" else chosen_options(ALLOCATIONS, allocation, v)))
+        name = v["allocation"] or "auto"
+        allocation = allocation_for(method, name, {} if name == "auto" else chosen_options(ALLOCATIONS, name, v))
         summary = budget_summary(layout, total, ratio, method, allocation)
     except PROBLEMS as err:
         return out | beside(err) | {"budget": f"The budget appears once the options are valid: {message(err)}"}
@@ -267,17 +270,15 @@ def load_interruptibly(store: Store, source: str, job):
         raise holder["error"]
     placement = holder["model"].placement or {}
     if placement:
-        from ..offload import Placement
-
         job.emit("status", f"placement: {Placement(**placement).sentence()}")
     return holder["model"]
 
 
-def compress_work(store: Store, config):
+def compress_work(store: Store, checked: Plan):
     def work(job):
-        lm = load_interruptibly(store, config.model, job)
-        outcome = run_engine(config, loaded=lm, emit=job.emit, cancel=job.cancel, keep_model=True,
-                             measure_forward=False, token=store.limits.token)
+        lm = load_interruptibly(store, checked.config.model, job)
+        outcome = run_engine(checked, loaded=lm, emit=job.emit, cancel=job.cancel, keep_model=True,
+                             measure_forward=False)
         return outcome.record, outcome.model, lm.tokenizer
     return work
 
@@ -294,8 +295,9 @@ def partial_result(job, method: str) -> dict:
 def compress(store: Store, session: str, **v):
     """Validate, queue, follow (with live figures), then show the finished run."""
     try:
-        config = page_config(store, v)
-        job = store.jobs.submit(session, "compress", compress_work(store, config))
+        checked = page_plan(store, v)
+        config = checked.config
+        job = store.jobs.submit(session, "compress", compress_work(store, checked))
     except PROBLEMS as err:
         yield {"status": f"Error: {message(err)}"} | beside(err)
         return
@@ -379,6 +381,11 @@ def run_selected(store: Store, session: str, run_box) -> dict:
             "kind_box": {"__type__": "update", "visible": True, "choices": names, "value": names[0]}}
 
 
+def plugin_tabs() -> list[FigureTab]:
+    """The tabs the registered methods declare, once each (two methods may share one)."""
+    return list({tab.title: tab for cls in REGISTRY.values() for tab in cls.figures}.values())
+
+
 def show(store: Store, session: str, run_box, block_box, kind_box, depth_metric, compare_metric) -> dict:
     """Every figure of the run shown, and the comparison of the session's runs."""
     runs = store.session_runs(session)
@@ -388,7 +395,8 @@ def show(store: Store, session: str, run_box, block_box, kind_box, depth_metric,
     if run is None:
         blank = plots.empty("run a compression")
         return compare | {name: blank for name in ("spectrum_plot", "depth_plot", "heatmap_plot", "rank_plot",
-                                                  "aces_plot", "aces_depth_plot", "refine_plot")} | \
+                                                  "refine_plot")} | \
+            {f"{name}_plot": plots.empty(tab.missing) for tab in plugin_tabs() for name in tab.figures} | \
             {"metrics": "Run a compression: its figures appear here."}
     r = run.result
     block = int(block_box or 0)
@@ -398,8 +406,9 @@ def show(store: Store, session: str, run_box, block_box, kind_box, depth_metric,
         "metrics": texts.metrics_markdown(run.label, r), "spectrum_plot": plots.spectrum_figure(r, block, kind),
         "depth_plot": plots.depth_figure(others + [(run.label, r)], depth_metric or "rel_error"),
         "heatmap_plot": plots.error_heatmap(r), "rank_plot": plots.rank_depth_figure(others + [(run.label, r)]),
-        "aces_plot": plots.aces_figure(r, block, kind), "aces_depth_plot": plots.aces_depth_figure(r),
-        "refine_plot": plots.refine_figure(r, block)}
+        "refine_plot": plots.refine_figure(r, block)} | {
+        f"{name}_plot": plots.PLUGIN_FIGURES[name](r, block, kind, tab.missing)
+        for tab in plugin_tabs() for name in tab.figures}
 
 
 def _comparison(store: Store, session: str, runs, metric):
@@ -491,8 +500,6 @@ def zero_shot(store: Store, session: str, run_box, tasks, limit):
 
 def _zero_shot_work(store: Store, run, model, tasks: list[str], limit: int):
     def work(job):
-        from ..pipeline import cancel_check
-
         original = load_interruptibly(store, run.source, job)
         lm = type(original)(original.model, run.tokenizer, original.source, original.description)
         return engine_zero_shot(lm, model, tasks, limit, None, job.emit, cancel_check(job.cancel))

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import plots
-from ..allocation import ALLOCATIONS
-from ..config import DEFAULT_MODEL
-from ..generation import EXAMPLES
-from ..loading import EMBEDDED
-from ..methods import REGISTRY
-from ..options import MAX_TEXT
+from ..compress.allocation import ALLOCATIONS
+from ..compress.methods import REGISTRY
+from ..compress.options import MAX_TEXT
+from ..figures import plots
+from ..model.hub import DEFAULT_MODEL
+from ..model.loading import EMBEDDED
+from ..run.config import RunConfig
+from ..text.generation import EXAMPLES
 from . import callbacks as cb
 from . import texts
 from .limits import Limits
@@ -26,6 +27,8 @@ CSS = """
 #budget table {width: 100%; font-size: 0.9em} #budget td, #budget th {white-space: nowrap; padding: 2px 8px}
 .tab-wrapper button, .tabs button {white-space: nowrap}
 """
+
+DEFAULT_METHOD = RunConfig().method
 
 
 class Page:
@@ -114,13 +117,13 @@ def _header(page: Page, default_model: str) -> None:
             page.add("model_message", gr.Markdown(elem_id="model-message"))
             page.add("ratio_message", gr.Markdown(elem_id="ratio-message"))
             with gr.Row():
-                page.add("method", gr.Dropdown([(c.title, n) for n, c in REGISTRY.items()], value="svd-llm",
+                page.add("method", gr.Dropdown([(c.title, n) for n, c in REGISTRY.items()], value=DEFAULT_METHOD,
                                                label="Method", scale=3))
                 page.add("allocation", gr.Dropdown([("auto (the method's own)", "auto")] +
                                                    [(c.title, n) for n, c in ALLOCATIONS.items()], value="auto",
                                                    label="Allocation: where the rank goes", scale=2))
-            page.add("method_info", gr.Markdown(texts.method_markdown("svd-llm")))
-            page.add("allocation_info", gr.Markdown(texts.allocation_markdown("auto", "svd-llm")))
+            page.add("method_info", gr.Markdown(texts.method_markdown(DEFAULT_METHOD)))
+            page.add("allocation_info", gr.Markdown(texts.allocation_markdown("auto", DEFAULT_METHOD)))
             with gr.Row():
                 page.add("compress", gr.Button("Compress", variant="primary", elem_id="compress"))
                 page.add("stop", gr.Button("Stop", variant="stop", elem_id="stop"))
@@ -144,7 +147,7 @@ def _options(page: Page, d: dict, limits: Limits) -> None:
                                                label=cb.evaluation_label()))
         with gr.Accordion("Method options", open=False, elem_id="acc-method"):
             for name, cls in REGISTRY.items():
-                with gr.Group(visible=name == "svd-llm") as group:
+                with gr.Group(visible=name == DEFAULT_METHOD) as group:
                     for option in cls.options:
                         _option_controls(page, "opt", name, option)
                 page.add(f"group__{name}", group)
@@ -213,10 +216,11 @@ def _tabs(page: Page, limits: Limits) -> None:
         with gr.Tab("Ranks"):
             gr.Markdown(texts.EXPLAIN["ranks"])
             page.add("rank_plot", gr.Plot(plots.empty("run a compression"), elem_id="ranks"))
-        with gr.Tab("ACES search"):
-            gr.Markdown(texts.EXPLAIN["aces"])
-            page.add("aces_plot", gr.Plot(plots.empty("run saes-svd"), elem_id="aces"))
-            page.add("aces_depth_plot", gr.Plot(plots.empty("run saes-svd")))
+        for tab in cb.plugin_tabs():
+            with gr.Tab(tab.title):
+                gr.Markdown(tab.explanation)
+                for i, name in enumerate(tab.figures):
+                    page.add(f"{name}_plot", gr.Plot(plots.empty(tab.missing), elem_id=None if i else name))
         with gr.Tab("Refinement"):
             gr.Markdown(texts.EXPLAIN["refine"])
             page.add("refine_plot", gr.Plot(plots.empty("run aa-svd, or any method with refinement on")))
@@ -295,8 +299,9 @@ def _option_names(page: Page) -> list[str]:
 # Output names of the public endpoints (what gradio_client gets back, in this order).
 BUDGET = ["budget", "ratio_message", "model_message"]
 COMPRESS = ["status", "ratio_message", "model_message", "run_box", "spectrum_plot", "depth_plot", "heatmap_plot"]
-FIGURES = ["metrics", "spectrum_plot", "depth_plot", "heatmap_plot", "rank_plot", "aces_plot", "aces_depth_plot",
-           "refine_plot", "compare_plot", "history"]
+PLUGIN_PLOTS = [f"{name}_plot" for tab in cb.plugin_tabs() for name in tab.figures]   # declared by methods
+FIGURES = ["metrics", "spectrum_plot", "depth_plot", "heatmap_plot", "rank_plot", *PLUGIN_PLOTS, "refine_plot",
+           "compare_plot", "history"]
 SHOW = ["run_box", "block_box", "kind_box", "depth_metric", "compare_metric"]
 DOWNLOAD = ["download_info", "model_file", "json_file"]
 ZERO_SHOT = ["zero_status", "zero_table", "zero_plot"]

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields, replace
 
-from ..config import DEFAULT_MODEL
 from ..errors import ConfigError
+from ..model.blocks import count_parameters, meta_model
+from ..model.hub import DEFAULT_MODEL
+from ..model.loading import read_config, source_kind
 
 PUBLIC_MODELS = (DEFAULT_MODEL, "HuggingFaceTB/SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct",
                  "Qwen/Qwen2.5-0.5B-Instruct")
@@ -83,9 +85,6 @@ class Limits:
 
     def check_model(self, source: str) -> None:
         """Refuse, in one line, a model this Space does not load (before anything is downloaded but a config)."""
-        from ..layout import count_parameters, meta_model
-        from ..loading import read_config, source_kind
-
         source = (source or "").strip()
         if not self.public or source in self.models:
             return

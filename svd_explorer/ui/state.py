@@ -16,8 +16,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..loading import LoadedModel
-from ..worker import JobManager
+from ..model.devices import resolve_device
+from ..model.loading import LoadedModel
+from ..run.config import with_preset
+from ..run.engine import load_for
+from ..run.plan import plan
+from ..run.worker import JobManager
 from .limits import Limits
 
 
@@ -45,8 +49,6 @@ class ModelCache:
     first."""
 
     def __init__(self, size: int = 2, device: str = "auto"):
-        from ..devices import resolve_device
-
         self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
         self.loading: dict[str, threading.Lock] = {}
         self.device = resolve_device(device)
@@ -66,10 +68,7 @@ class ModelCache:
             cached = self.peek(source)
             if cached is not None:
                 return cached
-            from ..config import with_preset
-            from ..engine import load_for
-
-            loaded, _ = load_for(with_preset("demo", model=source, device=str(self.device)), token=token)
+            loaded, _ = load_for(plan(with_preset("demo", model=source, device=str(self.device)), token))
             with self.lock:
                 self.items[source] = loaded
                 while len(self.items) > self.size:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from ..allocation import ALLOCATIONS
-from ..methods import REGISTRY
+from ..compress.allocation import ALLOCATIONS
+from ..compress.methods import REGISTRY
 
 READY = "Ready."   # the status line of a page that has not run anything
 
@@ -38,12 +38,6 @@ EXPLAIN = {
              "draws flat lines. Why a method may want more rank in some blocks: an error made early travels "
              "through every later block, some projections' inputs are nearly low-rank (cheap to compress) while "
              "others are not, and the last blocks feed the LM head directly. Earlier runs are drawn faintly.",
-    "aces": "SAES-SVD fits each projection to a mix of two targets: its own output on the inputs it receives "
-            "(β = 0) and the full-precision model's output (β → 1), which compensates the error accumulated "
-            "upstream. ACES picks β per projection, inside [0.25, 0.75] by default, so that the target is as "
-            "low-rank as possible: the share of its energy the kept rank captures is highest. The light curve is "
-            "the paper's cheap estimate with a fixed subspace, dots are the candidates tried, the star the choice "
-            "with its exact share. Right below: the chosen β through depth.",
     "refine": "After every projection of a block is replaced, the refinement stage tunes the whole block (both "
               "factors of every projection, and the norms) with a few gradient steps, so that the compressed block "
               "fed the compressed model's hidden states reproduces the original block's output. AA-SVD does this "

@@ -1,0 +1,1 @@
+"""The command line: `python -m svd_explorer compress | evaluate | sweep | info`."""

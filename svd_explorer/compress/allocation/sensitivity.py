@@ -1,0 +1,139 @@
+"""`sensitivity`: ASVD's sensitivity-based truncation-rank search (Yuan et al., arXiv 2312.05821).
+
+For every projection alone and every candidate kept fraction (ASVD: 0.4 ... 0.9 of the parameters),
+the projection is compressed with the run's method (its original-stream form) and the perplexity of
+the model is measured on development windows. All (projection, fraction, perplexity) triples are
+sorted; a perplexity threshold is searched so that each projection takes the smallest fraction whose
+perplexity stays under it (a projection with none stays dense), meeting the budget; what rounding
+leaves is spent on the most sensitive projections first. The table costs one partial forward per
+triple, so it is cached per model, calibration set, method and development set.
+Where we differ from ASVD's code: perplexity is measured on development windows disjoint from the
+calibration windows (ASVD uses the calibration windows themselves), and the threshold is the most
+conservative one that meets the budget exactly.
+
+`measure=F` (ours, not ASVD's) measures each projection at the one kept fraction F and extrapolates
+the others from the spectrum of the matrix the method truncates: the log-perplexity increase of a
+projection is taken proportional to the share of that spectrum's energy dropped (its local truncation
+loss), with the factor measured at F. One partial forward per projection instead of one per
+fraction; the threshold search is the same. F was chosen on development windows held out from the
+search windows (README).
+"""
+from __future__ import annotations
+
+import math
+
+from .base import Allocated, Allocation, NeedsData, Option, fill, kept_params, rank_for_fraction, target_params
+
+DEFAULT_FRACTIONS = "0.4,0.5,0.6,0.7,0.8,0.9"
+SCORES = ("perplexity", "kl")
+DENSE = 1.0         # the kept fraction of a projection left dense: its row holds the model's own perplexity
+
+
+def parse_fractions(text: str) -> list[float]:
+    try:
+        values = sorted({float(v) for v in str(text).split(",") if v.strip()})
+    except ValueError:
+        raise ValueError(f"sensitivity: fractions must be numbers separated by commas, got {text!r}") from None
+    if not values or not all(0 < v < 1 for v in values):
+        raise ValueError("sensitivity: every kept fraction must be strictly between 0 and 1")
+    return values
+
+
+def parse_measure(text: str) -> float | None:
+    """None for "all" (every fraction measured), else the one kept fraction measured."""
+    if str(text).strip() == "all":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"sensitivity: measure must be all or a kept fraction, got {text!r}") from None
+    if not 0 < value < 1:
+        raise ValueError("sensitivity: the measured kept fraction must be strictly between 0 and 1")
+    return value
+
+
+def dropped_share(p, spectrum, fraction: float) -> float:
+    """Share of the truncated matrix's energy (Σσ²) dropped when `p` keeps `fraction` of its parameters."""
+    energy = spectrum.double().pow(2)
+    return float(energy[rank_for_fraction(p, fraction):].sum() / energy.sum().clamp_min(1e-300))
+
+
+def extrapolated_row(p, spectrum, measured: float, dense: float, at: float, fractions: list[float]) -> dict:
+    """{fraction: perplexity} from one measurement at kept fraction `at`: log(ppl / dense) grows in
+    proportion to the dropped share of the spectrum's energy."""
+    scale = math.log(measured / dense) / max(dropped_share(p, spectrum, at), 1e-12)
+    return {f: dense * math.exp(scale * dropped_share(p, spectrum, f)) for f in fractions}
+
+
+def ranks_at_threshold(layout, table: dict, threshold: float) -> dict:
+    """Each projection's smallest kept fraction with perplexity <= threshold, as a rank (None: dense)."""
+    ranks = {}
+    for p in layout.projections:
+        ok = [f for f, ppl in table[p.name].items() if ppl <= threshold]
+        ranks[p.name] = None if not ok else rank_for_fraction(p, min(ok))
+    return ranks
+
+
+def search_threshold(layout, table: dict, budget: int) -> tuple[float, dict]:
+    """The smallest perplexity threshold whose ranks keep at most `budget` parameters."""
+    thresholds = sorted({ppl for row in table.values() for ppl in row.values()})
+    low, high = 0, len(thresholds) - 1
+    if kept_params(layout, ranks_at_threshold(layout, table, thresholds[high])) > budget:
+        raise ValueError("sensitivity: even the smallest candidate fraction everywhere keeps more parameters than "
+                         "the ratio allows; add smaller fractions")
+    while low < high:
+        mid = (low + high) // 2
+        if kept_params(layout, ranks_at_threshold(layout, table, thresholds[mid])) <= budget:
+            high = mid
+        else:
+            low = mid + 1
+    return thresholds[low], ranks_at_threshold(layout, table, thresholds[low])
+
+
+class Sensitivity(Allocation):
+    name = "sensitivity"
+    dash = "dashdot"
+    title = "Sensitivity search (ASVD)"
+    summary = "each projection compressed alone at a few ratios; the least sensitive give up the most"
+    source = "ASVD's sensitivity-based truncation-rank search (hahnyuan/ASVD4LLM: sensitivity.py, binary_search.py)"
+    cost = ("one partial forward on development text per projection and candidate fraction, or per projection "
+            "with measure=F (cached)")
+    options = (Option("fractions", DEFAULT_FRACTIONS, "kept fractions tried for every projection (ASVD: 0.4-0.9)"),
+               Option("measure", "all", "all: every fraction measured (ASVD); a fraction such as 0.5: only that one, "
+                      "the others extrapolated from the projection's spectrum (one forward per projection)"),
+               Option("score", "perplexity", "what a candidate is scored by: development perplexity (ASVD), or kl: "
+                      "the original's perplexity times exp(mean KL from the original's next-token distribution)",
+                      SCORES))
+
+    @property
+    def needs_statistics(self) -> bool:
+        return True
+
+    def validate(self):
+        parse_fractions(self.config["fractions"])
+        parse_measure(self.config["measure"])
+
+    def allocate(self, ctx):
+        if ctx.sensitivity is None:
+            raise NeedsData("sensitivity: this run cannot provide development text")
+        table = self.table(ctx, parse_fractions(self.config["fractions"]), parse_measure(self.config["measure"]),
+                           self.config["score"])
+        budget = target_params(ctx.layout, ctx.ratio)
+        threshold, ranks = search_threshold(ctx.layout, table, budget)
+        worst = {name: max(row.values()) for name, row in table.items()}
+        ranks = fill(ctx.layout, ranks, budget, lambda p, k: worst[p.name])
+        dense = [p.name for p in ctx.layout.projections if ranks[p.name] is None]
+        rounded = {n: {str(f): round(v, 3) for f, v in row.items()} for n, row in table.items()}
+        return Allocated(ranks, {"threshold": threshold, "dense": dense, "measured": self.config["measure"],
+                                 "table": rounded})
+
+    @staticmethod
+    def table(ctx, fractions: list[float], at: float | None, score: str = "perplexity") -> dict:
+        """name -> {fraction: development perplexity}, measured at every fraction or extrapolated from `at`."""
+        if at is None:
+            return ctx.sensitivity(fractions, score)
+        if ctx.spectra is None:
+            raise NeedsData("sensitivity: extrapolating needs the projections' spectra")
+        measured, spectra = ctx.sensitivity([at, DENSE], score), ctx.spectra()
+        return {p.name: extrapolated_row(p, spectra[p.name], measured[p.name][at], measured[p.name][DENSE], at,
+                                         fractions) for p in ctx.layout.projections}

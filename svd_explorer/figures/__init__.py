@@ -1,0 +1,1 @@
+"""Plotly pictures of runs, drawn from records (never from models)."""

@@ -1,0 +1,1 @@
+"""Models: hub access, loading, the low-rank layer, blocks and projections, devices, offload, saving."""

@@ -1,0 +1,1 @@
+"""One run: its description (RunConfig), checks, plan and execution, records, the background worker."""

@@ -1,0 +1,514 @@
+"""A whole run, the only place one is orchestrated: the CLI, the app, the benchmarks and the sweeps call it.
+
+run(config) validates the RunConfig, decides where the weights live, loads the model, draws the
+calibration (and, when a search needs it, development) windows, gets the original-stream statistics
+(cached when useful), allocates the ranks, compresses, measures and saves, and returns a RunRecord.
+Progress goes to one `emit(kind, data)` callback: "status" lines, "progress" within a phase, and the
+pipeline's "start" / "projection" / "block" / "done" events.
+"""
+from __future__ import annotations
+
+import hashlib
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..cache.statistics import (
+    MemoryStatistics,
+    cache_key,
+    cached_columns,
+    cached_tensors,
+    collect,
+    key_folder,
+    load_or_compute,
+    size_limit,
+)
+from ..compress.allocation import AllocationContext
+from ..compress.candidates import DevScorer
+from ..compress.decompositions import DecompositionStore, digest, reusing
+from ..compress.pipeline import Passes, PrepareContext, cancel_check, compress_model
+from ..compress.stats import Statistics
+from ..files import cache_dir
+from ..model.blocks import count_parameters, find_layout
+from ..model.devices import Clock, describe_linalg, model_device
+from ..model.loading import LoadedModel, load_model
+from ..model.lowrank import dense_weight_and_bias
+from ..model.offload import Placement, device_map, fixed_mmap_threshold, onloaded
+from ..model.saving import folder_bytes, save_compressed, versions
+from ..text.metrics import evaluate
+from ..text.sources import development_windows, resolve_calibration, resolve_evaluation, text_windows
+from ..text.zero_shot import run_tasks
+from .config import RunConfig
+from .plan import Plan
+from .plan import plan as make_plan
+from .records import RunRecord
+
+EVAL_SEED_OFFSET = 1       # 'self' evaluation text must differ from 'self' calibration text
+DEV_SEQ_LEN = 256          # tokens of a search's development window (or the run's, if shorter)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. On Linux, VmHWM of its own address space: ru_maxrss keeps the
+    high-water mark across fork and exec, so a run started from a large process (a test runner) would
+    report its parent's size."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS reports bytes, others KiB
+
+
+@torch.no_grad()
+def forward_seconds(model, windows: torch.Tensor, batch_size: int) -> float:
+    """One plain forward of `model` over `windows` (after a one-batch warm-up), in seconds."""
+    device = model_device(model)
+    model(input_ids=windows[:1].to(device), use_cache=False)
+    clock = Clock(device)
+    for i in range(0, len(windows), batch_size):
+        model(input_ids=windows[i:i + batch_size].to(device), use_cache=False)
+    return clock.seconds()
+
+
+def _quiet(kind, data):
+    pass
+
+
+def stoppable(emit, check):
+    """`emit` that first raises Cancelled when the run was stopped: every phase that reports progress
+    (sampling text from the model, statistics, evaluation) then also ends within one step of Stop."""
+    def stopping_emit(kind, data):
+        if kind == "progress":
+            check()
+        emit(kind, data)
+    return stopping_emit
+
+
+def _progress_emitter(emit, what: str):
+    """progress(done, total) -> a 'progress' event with a sentence, at most a few per second."""
+    last = [0.0]
+
+    def progress(done, total):
+        now = time.time()
+        if now - last[0] >= 0.5 or done >= total:
+            last[0] = now
+            emit("progress", {"step": f"{what}: {done} of {total}", "done": done, "total": total})
+    return progress
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, with the placement decided first
+# ---------------------------------------------------------------------------------------------
+
+def load_for(plan: Plan, emit=_quiet) -> tuple[LoadedModel, Placement]:
+    """The model of `plan`, in memory or offloaded as the plan decided (stated in the log)."""
+    config, placement = plan.config, plan.placement
+    if plan.saved_folder:
+        lm = load_model(config.model, dtype=plan.dtype, device=plan.device)
+        lm.placement = placement.describe()
+        return lm, placement
+    emit("status", f"placement: {placement.sentence()}")
+    if placement.offloaded:
+        fixed_mmap_threshold()
+    emit("status", f"loading {config.model}")
+    lm = load_model(config.model, revision=config.revision, dtype=plan.dtype, device=plan.device, token=plan.token,
+                    device_map=device_map(plan.meta, plan.layout.blocks_path, placement),
+                    offload_folder=placement.folder)
+    lm.placement = placement.describe()
+    return lm, placement
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------
+
+def calibration_windows(lm: LoadedModel, source: str, samples: int, seq_len: int, seed: int, emit=_quiet):
+    """Random windows of the resolved calibration source: (token ids [samples, seq_len], description)."""
+    return text_windows(resolve_calibration(source), lm.model, lm.tokenizer, samples, seq_len, seed,
+                        split="train", consecutive=False,
+                        progress=_progress_emitter(emit, "sampling calibration text from the model (tokens)"))
+
+
+def evaluation_windows(lm: LoadedModel, source: str, windows: int | None, seq_len: int, seed: int, emit=_quiet):
+    source = resolve_evaluation(source)
+    if source == "none" or windows == 0:
+        return None, "none"
+    return text_windows(source, lm.model, lm.tokenizer, windows or 0, seq_len, seed + EVAL_SEED_OFFSET,
+                        split="test", consecutive=True,
+                        progress=_progress_emitter(emit, "sampling evaluation text from the model (tokens)"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    """What run() returns: the typed record, and the compressed model when the caller keeps it."""
+
+    record: RunRecord
+    model: object = None
+    loaded: LoadedModel | None = None
+    extras: dict = field(default_factory=dict)
+
+
+def as_plan(plan: Plan | RunConfig, token=None) -> Plan:
+    """A RunConfig is planned here (the Python API's one-liner); a Plan is used as it is, never checked again."""
+    return plan if isinstance(plan, Plan) else make_plan(plan, token)
+
+
+def run(plan: Plan | RunConfig, *, loaded: LoadedModel | None = None, emit=None, cancel=None,
+        keep_model: bool = False, measure_forward: bool = True, token=None) -> Outcome:
+    """Compress and measure as `plan` says; `loaded` reuses a model already in memory (the app)."""
+    check = cancel_check(cancel)
+    emit = stoppable(emit or _quiet, check)
+    plan = as_plan(plan, token)
+    config = plan.config
+    lm, placement = _model_and_placement(plan, loaded, emit)
+    check()
+    emit("status", f"model: {lm.description}")
+    texts = _Texts.draw(config, lm, emit, check)
+    forward = None
+    if measure_forward:
+        emit("status", "timing one plain forward over the calibration set")
+        forward = forward_seconds(lm.model, texts.calib_ids, config.batch_size)
+    compressed, out = _compress(plan, lm, placement, texts, emit, check, cancel)
+    out.calib_forward_seconds = forward
+    _measure(out, config, lm, compressed, texts.eval_ids, emit, check)
+    if config.output:
+        emit("status", f"saving to {config.output}")
+        save_compressed(compressed, lm.tokenizer, config.output, manifest_info(out), config.save_dtype)
+        out.output, out.output_bytes = str(config.output), folder_bytes(config.output)
+    out.peak_rss_mb = peak_rss_mb()
+    return Outcome(out, compressed if keep_model else None, lm)
+
+
+def _model_and_placement(plan: Plan, loaded: LoadedModel | None, emit) -> tuple[LoadedModel, Placement]:
+    """The model to compress: loaded now as the plan decided, or the one the caller holds."""
+    if loaded is None:
+        return load_for(plan, emit)
+    if loaded.placement:
+        return loaded, Placement(**loaded.placement)
+    return loaded, Placement("memory", str(Passes.of(loaded.model).device), 0, 0, "the model was already loaded")
+
+
+@dataclass
+class _Texts:
+    """The token windows of one run: calibration (and how long drawing it took) and evaluation."""
+
+    calib_ids: torch.Tensor
+    calib_desc: str
+    prep_seconds: float
+    eval_ids: torch.Tensor | None
+    eval_desc: str
+
+    @classmethod
+    def draw(cls, config: RunConfig, lm: LoadedModel, emit, check) -> "_Texts":
+        clock = Clock()
+        emit("status", "preparing the calibration text")
+        calib = calibration_windows(lm, config.calib, config.calib_samples, config.seq_len, config.seed, emit)
+        prep = clock.seconds()
+        emit("status", f"calibration: {calib[1]}")
+        check()
+        emit("status", "preparing the evaluation text")
+        evaluation = evaluation_windows(lm, config.eval_source, config.eval_windows, config.seq_len, config.seed, emit)
+        emit("status", f"evaluation: {evaluation[1]}")
+        return cls(*calib, prep, *evaluation)
+
+
+def _compress(plan: Plan, lm, placement, texts: _Texts, emit, check, cancel):
+    """(compressed model, its RunRecord before measuring): statistics, allocation, the pipeline."""
+    config, method, allocation, refine = plan.config, plan.method, plan.allocation, plan.refine
+    study = _Study(config, lm, method, texts.calib_ids, texts.calib_desc, emit, check)
+    clock = Clock()
+    statistics = study.statistics(needed_by_allocation=allocation.needs_statistics)
+    statistics_seconds = clock.seconds()
+    clock = Clock()
+    method.prepare(_prepare_context(lm, texts.calib_ids, check, emit, remember=study.remember))
+    allocated = allocation.allocate(study.context(allocation))
+    allocation_seconds = clock.seconds()
+    emit("status", f"compressing with {method.name} at ratio {config.ratio:g} ({allocation.name} allocation"
+                   f"{', refinement on' if refine else ''})")
+    with reusing(study.decompositions()) as stored:
+        compressed, record = compress_model(
+            lm.model, method, config.ratio, texts.calib_ids, ranks=allocated.ranks, refine=refine,
+            batch_size=config.batch_size, precision=config.precision, callback=emit, cancel=cancel,
+            statistics=statistics, placement=placement if placement.offloaded else None, prepared=True)
+    record.extras.update(allocated.info)
+    record.calibration.update(source=config.calib, description=texts.calib_desc, samples=config.calib_samples,
+                              seed=config.seed, statistics=study.statistics_state,
+                              statistics_seconds=statistics_seconds,
+                              decompositions=stored.describe() if stored else "not stored",
+                              **({"prepared": study.prepared} if study.prepared else {}))
+    return compressed, _record(
+        config, lm, record, placement, texts, allocation_seconds=allocation_seconds,
+        allocation={"name": allocation.name, "options": dict(allocation.config), **_allocation_summary(allocated)},
+        refine=refine.describe() if refine else None)
+
+
+def _record(config: RunConfig, lm: LoadedModel, record, placement: Placement, texts: _Texts, **decided) -> RunRecord:
+    """The run's record around the pipeline's: where and how it ran, what it will be evaluated on, and what
+    the run `decided` (allocation, refinement)."""
+    passes = Passes.of(lm.model)
+    return RunRecord(
+        **decided,
+        config=config.to_dict(), model=lm.source, model_revision=lm.revision, compression=record,
+        calib_prep_seconds=texts.prep_seconds, placement=placement.describe(), device=str(passes.device),
+        dtype=str(passes.stream_dtype).removeprefix("torch."), linalg=describe_linalg(passes.device),
+        versions=versions(), original_bytes=lm.file_bytes,
+        evaluation={"source": resolve_evaluation(config.eval_source), "description": texts.eval_desc,
+                    "windows": 0 if texts.eval_ids is None else len(texts.eval_ids), "seq_len": config.seq_len})
+
+
+def _measure(out: RunRecord, config: RunConfig, lm: LoadedModel, compressed, eval_ids, emit, check) -> None:
+    """Perplexity, KL and top-1 on the evaluation text, then development text, other sets and tasks."""
+    if eval_ids is not None:
+        emit("status", "evaluating the original and the compressed model")
+        out.scores = _scores(evaluate(compressed, eval_ids, reference=lm.model, should_stop=check,
+                                      progress=_progress_emitter(emit, "evaluation windows")))
+    if config.dev_windows:
+        check()
+        ids, desc = held_out_windows(config, lm)
+        emit("status", "evaluating on development text")
+        out.dev_ppl, out.dev_ppl_original = _perplexities(lm, compressed, ids, desc, check)
+    for source in config.extra_eval:
+        check()
+        ids, desc = evaluation_windows(lm, source, config.eval_windows, config.seq_len, config.seed, emit)
+        emit("status", f"evaluating on {source}")
+        out.extra_ppl[source], out.extra_ppl_original[source] = _perplexities(lm, compressed, ids, desc, check)
+    if config.tasks:
+        out.tasks = zero_shot(lm, compressed, list(config.tasks), config.limit, config.task_data, emit, check)
+
+
+def held_out_windows(config: RunConfig, lm: LoadedModel):
+    """The run's reported development windows: overlapping neither its calibration nor its search windows."""
+    return development_windows(resolve_calibration(config.calib), lm.model, lm.tokenizer, config.dev_windows,
+                               config.seq_len, config.seed, (config.calib_samples, config.seq_len),
+                               searched=search_windows(config))
+
+
+_ORIGINAL_PPL: dict = {}   # the original model's perplexity on a text, computed once per process
+
+
+def _perplexities(lm: LoadedModel, compressed, ids, description: str, check) -> tuple[float, float]:
+    """(compressed, original) perplexity on `ids`; the original's is remembered for the next run, by the
+    tokens themselves (two seeds' development windows share a description, not their text)."""
+    key = (lm.source, lm.revision, description, hashlib.sha1(ids.cpu().numpy().tobytes()).hexdigest())
+    if key not in _ORIGINAL_PPL:
+        _ORIGINAL_PPL[key] = evaluate(lm.model, ids, should_stop=check)["ppl"]
+    return evaluate(compressed, ids, should_stop=check)["ppl"], _ORIGINAL_PPL[key]
+
+
+def prepare_statistics(plan: Plan | RunConfig, emit=None) -> dict:
+    """What a sweep does once per seed: time one plain forward over the calibration set and fill the
+    statistics cache (when it is on)."""
+    emit = emit or _quiet
+    plan = as_plan(plan)
+    config = plan.config
+    lm, _ = load_for(plan, emit)
+    calib_ids, calib_desc = calibration_windows(lm, config.calib, config.calib_samples, config.seq_len, config.seed,
+                                                emit)
+    forward = forward_seconds(lm.model, calib_ids, config.batch_size)
+    state, clock = "off", Clock()
+    if config.stats_cache != "off":
+        study = _Study(config, lm, plan.method, calib_ids, calib_desc, emit, lambda: None)
+        _, state = load_or_compute(study._root(), study.key, lm.model, calib_ids, config.batch_size,
+                                   config.precision, emit)
+    return {"calib_forward_seconds": forward, "seconds": clock.seconds(), "state": state}
+
+
+def search_windows(config: RunConfig) -> tuple[int, int]:
+    """(count, length) of the development windows every search scores on; reports avoid them."""
+    return config.search_windows, min(DEV_SEQ_LEN, config.seq_len)
+
+
+def _scores(scores: dict) -> dict:
+    return {"ppl_original": scores["ppl_reference"], "ppl_compressed": scores["ppl"],
+            "kl_to_original": scores["kl_to_original"], "top1_agreement": scores["top1_agreement"]}
+
+
+def _prepare_context(lm, calib_ids, check, emit, remember=None):
+    return PrepareContext(lm.model, find_layout(lm.model), calib_ids, check, emit, remember)
+
+
+def _allocation_summary(allocated) -> dict:
+    """What the record keeps of an allocation: its choice, not its whole sensitivity table."""
+    return {"info": {k: v for k, v in allocated.info.items() if k != "table"},
+            "dense": sum(1 for r in allocated.ranks.values() if r is None)}
+
+
+class _Study:
+    """Original-stream statistics, development text and the allocation context of one run, made lazily."""
+
+    def __init__(self, config, lm, method, calib_ids, calib_desc, emit, check):
+        self.config, self.lm, self.method, self.calib_ids, self.calib_desc = config, lm, method, calib_ids, calib_desc
+        self.emit, self.check = emit, check
+        self.cached = None
+        self.statistics_state = "computed in the pass"
+        self.prepared = {}         # kind -> cache state of what the method measured before the blocks
+        self.scorer = None
+        self.key = cache_key(lm.source, lm.revision, calib_desc, digest(calib_ids), config.calib_samples,
+                             config.seq_len, config.seed, config.batch_size, Passes.of(lm.model, config.precision))
+
+    def statistics(self, needed_by_allocation: bool):
+        """Cached statistics when the method reads only the original stream or the allocation needs them."""
+        wanted = needed_by_allocation or not self.method.sequential
+        if self.config.stats_cache == "off":
+            if needed_by_allocation:
+                self.cached = _in_memory(collect(self.lm.model, self.calib_ids, self.config.batch_size,
+                                                 self.config.precision, self.emit, self.check), self.lm.model)
+                self.statistics_state = "computed once for the allocation (no cache)"
+            return self.cached
+        root = self._root()
+        if not wanted and not (key_folder(root, self.key) / "manifest.json").exists():
+            return None
+        self.cached, state = load_or_compute(root, self.key, self.lm.model, self.calib_ids, self.config.batch_size,
+                                             self.config.precision, self.emit, self.check)
+        self.statistics_state = f"cache {state}"
+        return self.cached
+
+    def remember(self, kind: str, compute) -> dict:
+        """A method's model-level measurement (fwsvd's Fisher importances), cached in the statistics' folder
+        (so the size limit evicts it with them)."""
+        if self.config.stats_cache == "off":
+            self.prepared[kind] = "computed (no cache)"
+            return compute()
+        tensors, state = cached_tensors(key_folder(self._root(), self.key), kind, {"statistics": self.key}, compute)
+        self.prepared[kind] = f"cache {state}"
+        self.emit("status", f"{self.method.name}: {kind} " + ("read from the cache" if state == "hit" else state))
+        return tensors
+
+    def decompositions(self) -> DecompositionStore | None:
+        """Where this run's SVDs are reused from and kept: beside its cached statistics, when the method reads
+        only the original stream (its matrices do not depend on the ratio) and they would take at most a
+        quarter of the cache's size limit."""
+        if self.method.sequential or self.cached is None or self.cached.path is None:
+            return None
+        size = 8 * find_layout(self.lm.model).dense_params
+        return DecompositionStore(key_folder(self._root(), self.key) / "decompositions") \
+            if size <= size_limit() / 4 else None
+
+    def _root(self):
+        return cache_dir("stats") if self.config.stats_cache is None else _folder(self.config.stats_cache)
+
+    def context(self, allocation) -> AllocationContext:
+        layout = find_layout(self.lm.model)
+        return AllocationContext(layout, self.config.ratio, self.method, spectra=self._spectra,
+                                 trial=lambda ranks: self._scorer().plan_perplexity(ranks),
+                                 sensitivity=self._sensitivity, emit=self.emit, check=self.check)
+
+    def _spectra(self) -> dict:
+        layout = find_layout(self.lm.model)
+        if self.scorer is not None and all(p.name in self.scorer.spectra for p in layout.projections):
+            return dict(self.scorer.spectra)     # the sensitivity candidates' SVDs already gave every spectrum
+        home = Passes.of(self.lm.model).home
+        out = {}
+        for p in layout.projections:
+            self.check()
+            with onloaded(layout.blocks[p.block]) as block:
+                weight = dense_weight_and_bias(block.get_submodule(p.local))[0].detach().to(home)
+            s = self.cached.get(p.block, p.group)
+            stats = Statistics.original_only(s.tokens, s.gram_f, s.absmean)
+            out[p.name] = self.method.truncated_spectrum(weight, stats, p.name).cpu()
+        return out
+
+    def _scorer(self):
+        if self.scorer is None:
+            source = resolve_calibration(self.config.calib)
+            ids, desc = development_windows(source, self.lm.model, self.lm.tokenizer, *search_windows(self.config),
+                                            self.config.seed, (self.config.calib_samples, self.config.seq_len))
+            self.emit("status", f"development text: {desc}")
+            self.dev_description = desc
+            self.scorer = DevScorer(self.lm.model, ids, self.cached, self.method, precision=self.config.precision,
+                                    check=self.check)
+        return self.scorer
+
+    def _sensitivity(self, fractions, score="perplexity"):
+        scorer = self._scorer()
+        proxy = scorer.method     # methods with one original-stream form (SVD-LLM for aa-svd, saes-svd) share a table
+        key = {"statistics": self.key, "method": proxy.name, "options": proxy.config,
+               "development": self.dev_description, **({"score": score} if score != "perplexity" else {})}
+        if self.config.stats_cache == "off":
+            return scorer.sensitivity(fractions, self.emit, score)
+        return cached_columns(self._root(), "sensitivity", key, fractions,
+                              lambda missing: scorer.sensitivity(missing, self.emit, score))
+
+
+def _folder(path: str):
+    folder = Path(path).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _in_memory(collected, model):
+    tensors, spectra, tokens = collected
+    return MemoryStatistics(tensors, tokens, spectra, Passes.of(model).home)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the CLI and the app both need
+# ---------------------------------------------------------------------------------------------
+
+def manifest_info(record: RunRecord) -> dict:
+    """What a saved folder's manifest records of the run that made it (built here only)."""
+    c = record.compression
+    return {"base": {"source": record.model, "revision": record.model_revision}, "method": c.method,
+            "ratio": c.ratio, "options": c.options, "allocation": record.allocation, "refine": record.refine,
+            "calibration": c.calibration, "ranks": c.ranks(), "config": record.config}
+
+
+def export(record: RunRecord, model, tokenizer, folder, save_dtype: str = "bfloat16"):
+    """Save a finished run's compressed model with its manifest; returns the folder's size in bytes."""
+    save_compressed(model, tokenizer, folder, manifest_info(record), save_dtype)
+    return folder_bytes(folder)
+
+
+_ORIGINAL_TASKS: dict = {}   # the original model's zero-shot scores, computed once per process
+
+
+def zero_shot(lm: LoadedModel, compressed, tasks: list[str], limit, task_data, emit=_quiet, check=None) -> dict:
+    """lm-eval accuracies of the original and the compressed model, task by task (the original's are
+    remembered for the next run of the same model)."""
+    def scores(label, model, names):
+        return run_tasks(model, lm.tokenizer, names, limit=limit, data=task_data, should_stop=check,
+                         on_task=lambda t: emit("status", f"zero-shot, {label} model: {t}"))
+
+    key = (lm.source, lm.revision, limit, task_data)
+    known = _ORIGINAL_TASKS.setdefault(key, {})
+    known.update(scores("original", lm.model, [t for t in tasks if t not in known]))
+    return {"original": {t: known[t] for t in tasks}, "compressed": scores("compressed", compressed, tasks)}
+
+
+def evaluate_model(plan: Plan | RunConfig, emit=None, cancel=None) -> dict:
+    """Perplexity (and zero-shot tasks) of one model, as `python -m svd_explorer evaluate` reports them."""
+    emit = emit or _quiet
+    check = cancel_check(cancel)
+    plan = as_plan(plan)
+    config = plan.config
+    lm, placement = load_for(plan, emit)
+    emit("status", f"model: {lm.description}")
+    result = {"model": lm.source, "params": count_parameters(lm.model), "placement": placement.describe()}
+    ids, desc = evaluation_windows(lm, config.eval_source, config.eval_windows, config.seq_len, config.seed, emit)
+    if ids is not None:
+        emit("status", f"evaluation: {desc}")
+        result.update(ppl=evaluate(lm.model, ids, should_stop=check)["ppl"],
+                      evaluation={"description": desc, "windows": len(ids), "seq_len": config.seq_len})
+    for source in config.extra_eval:
+        ids, desc = evaluation_windows(lm, source, config.eval_windows, config.seq_len, config.seed, emit)
+        result.setdefault("extra_ppl", {})[source] = evaluate(lm.model, ids, should_stop=check)["ppl"]
+    if config.dev_windows:
+        ids, desc = held_out_windows(config, lm)
+        result.update(dev_ppl=evaluate(lm.model, ids, should_stop=check)["ppl"], development=desc)
+    if config.tasks:
+        result["tasks"] = run_tasks(lm.model, lm.tokenizer, list(config.tasks), limit=config.limit,
+                                    data=config.task_data, should_stop=check)
+    if lm.manifest:
+        result["manifest"] = {k: lm.manifest.get(k) for k in ("base", "method", "ratio", "options", "allocation")}
+    return result

@@ -1,0 +1,1 @@
+"""Many runs: Ray sweeps, comparison tables and Pareto fronts."""

@@ -1,0 +1,1 @@
+"""Where words come from (calibration and evaluation windows) and how a model is scored on them."""
