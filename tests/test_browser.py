@@ -11,7 +11,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TABS = ["Run", "Spectra", "Depth error", "Ranks", "ACES search", "Refinement", "Compare runs", "Side by side",
+TABS = ["Run", "Spectra", "Depth error", "Ranks", "ACES search", "Refinement", "Cost", "Compare runs", "Side by side",
         "Zero-shot", "Download"]
 
 

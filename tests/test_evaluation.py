@@ -63,7 +63,7 @@ def test_the_original_perplexity_is_remembered_by_text_not_by_description():
     from svd_explorer.text.metrics import evaluate
 
     model = tiny_model("llama")
-    lm = SimpleNamespace(source="tiny", revision=None, model=model)
+    lm = SimpleNamespace(source="tiny", revision=None, model=model, scores={})
     first, second = tiny_ids(2, 16, seed=5), tiny_ids(2, 16, seed=6)
     originals = [_perplexities(lm, model, ids, "dev windows", lambda: None)[1] for ids in (first, second)]
     assert originals == [evaluate(model, ids)["ppl"] for ids in (first, second)]

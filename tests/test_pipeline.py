@@ -12,7 +12,8 @@ from svd_explorer.compress.methods.svd_llm import SVDLLM
 from svd_explorer.compress.pipeline import Cancelled, compress_model
 from svd_explorer.compress.refine import RefineSettings
 from svd_explorer.model.architectures import ARCHITECTURES as TABLE
-from svd_explorer.model.blocks import find_layout, trace_groups
+from svd_explorer.model.blocks import find_layout
+from svd_explorer.model.discovery import discover
 from svd_explorer.model.lowrank import LowRankLinear
 
 
@@ -28,11 +29,12 @@ def last_blocks(model, ratio, blocks):
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_layout_table_agrees_with_a_traced_forward(arch):
+def test_layout_table_agrees_with_discovery_on_a_tiny_copy(arch):
     model = tiny_model(arch)
     layout = find_layout(model)
     assert layout.source == "table"
-    assert [tuple(g) for g in trace_groups(model, layout.blocks)] == [tuple(g) for g in TABLE[arch][1]]
+    found = discover(model)
+    assert found.path == layout.blocks_path and found.groups == (TABLE[arch][1],) * len(layout.blocks)
     assert len(layout.projections) == 3 * sum(len(g) for g in layout.groups)
     # the LM head and embeddings are never compressible
     assert not any("lm_head" in p.name or "embed" in p.name for p in layout.projections)

@@ -9,7 +9,8 @@ import argparse
 
 from ..compress.allocation import ALLOCATIONS
 from ..compress.methods import REGISTRY, method_class
-from ..model.hub import DEFAULT_MODEL
+from ..compress.quantize import SCHEMES
+from ..model.hub import DEFAULT_MODEL, EMBEDDED
 from ..run.config import PRECISIONS, PRESETS, REFINE_CHOICES, RunConfig, split_list, with_preset
 
 RATIO_HELP = ("fraction of the parameters of the compressed projections to REMOVE, in (0, 1); a m x n "
@@ -64,7 +65,7 @@ def add_options(parser, registry, title: str, prefix: str) -> None:
 
 
 def add_model(parser) -> None:
-    parser.add_argument("--model", help=f"{DEFAULT_MODEL} (embedded), a Hugging Face id, a local folder or a "
+    parser.add_argument("--model", help=f"{', '.join(EMBEDDED)} (embedded), a Hugging Face id, a local folder or a "
                                         f"compressed-model folder (default {DEFAULT_MODEL})")
     parser.add_argument("--device", help="auto (an accelerator when present), cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", help="weights: auto (float32 on a CPU, bfloat16 on an accelerator), float32, "
@@ -93,6 +94,10 @@ def add_evaluation(parser) -> None:
     parser.add_argument("--limit", type=integer(1), help="examples per zero-shot task")
     parser.add_argument("--task-data", help="folder of the local task files (default ../shared/data)")
     parser.add_argument("--json", dest="json_path", help="write the result as JSON to this file")
+    parser.add_argument("--quantize", choices=SCHEMES, help="weight-only quantisation of the decoder blocks through "
+                        "torchao, after compression (compress) or alone (evaluate): none, int8, int4")
+    parser.add_argument("--no-cost", dest="cost", action="store_const", const=False,
+                        help="skip the serving-cost measure (prefill and decode speed, a few seconds a model)")
     parser.add_argument("--preset", choices=list(PRESETS), default="demo",
                         help="demo: today's CPU defaults; paper: the seed papers' protocol (explicit flags win)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -121,6 +126,9 @@ def add_compression(c) -> None:
     c.add_argument("--save-dtype", choices=("bfloat16", "float16", "float32"), help="dtype of the saved factors "
                                                                                     "(default bfloat16)")
     c.add_argument("--force", action="store_true", default=None, help="overwrite a non-empty --output folder")
+    c.add_argument("--merge", action="store_true", default=None,
+                   help="--output gets a standard dense checkpoint (the factors multiplied back: same quality, "
+                        "no savings)")
     add_options(c, REGISTRY, "method options (each applies to the methods named)", "opt_")
     add_options(c, ALLOCATIONS, "allocation options (each applies to the allocations named)", "alloc_")
     c.add_argument("--last-layers", dest="alloc_blocks", help="ressvd's K, the same as --blocks")

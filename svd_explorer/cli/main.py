@@ -1,4 +1,4 @@
-"""Command line: python -m svd_explorer {compress,evaluate,sweep,info,methods,allocations,presets} ...
+"""Command line: python -m svd_explorer {compress,evaluate,sweep,merge,push,info,methods,allocations,presets}
 
 Rank budget: --ratio R removes the fraction R of the parameters of the compressed projections
 (attention and MLP linears of the decoder blocks; embeddings and LM head stay dense). A projection
@@ -24,9 +24,13 @@ from ..model.hub import DEFAULT_MODEL
 from ..run import engine
 from ..run.config import PRESETS
 from ..run.plan import plan
+from ..run.timings import describe
 from .flags import RATIO_HELP, add_compression, add_evaluation, add_model, config_from_args, integer, number
+from .folders import add_folder_parsers, merge_command, push_command
 from .sweep import add_sweep_parser
 from .sweep import main as sweep_command
+
+FOLDER_COMMANDS = {"merge": merge_command, "push": push_command}
 
 
 class Parser(argparse.ArgumentParser):
@@ -51,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--calib", help="the calibration text whose development windows --dev-windows reads (default auto)")
     e.add_argument("--calib-samples", type=integer(1), help="how many calibration windows they avoid (default 32)")
     add_sweep_parser(sub)
+    add_folder_parsers(sub)
     sub.add_parser("methods", help="list the methods")
     sub.add_parser("allocations", help="list the allocations")
     sub.add_parser("presets", help="what each preset sets, and where each value comes from")
@@ -87,11 +92,27 @@ def _summary(result: dict) -> str:
             "output_bytes", "peak_rss_mb")
     lines = [f"{k:>22}: {result[k]}" for k in keys if result.get(k) is not None]
     lines += [f"{'ppl on ' + source:>22}: {ppl}" for source, ppl in (result.get("extra_ppl") or {}).items()]
+    if result.get("timings"):
+        lines.append(f"{'time':>22}: {describe(result['timings'])}")
+    lines += _cost_lines(result.get("cost") or {})
     if result.get("placement", {}).get("mode"):
         lines.append(f"{'placement':>22}: {result['placement']['mode']}")
     for task, scores in (result.get("tasks") or {}).items():
         lines.append(f"{task:>22}: {scores}")
     return "\n".join(lines)
+
+
+def _cost_lines(cost: dict) -> list[str]:
+    """Serving cost, original -> compressed, in the summary's two columns."""
+    if cost.get("skipped"):
+        return [f"{'serving cost':>22}: {cost['skipped']}"]
+    if "prefill_tokens_per_s" in cost:             # evaluate: one model
+        return [f"{k.replace('_per_s', '/s'):>22}: {v:.1f}" for k, v in cost.items() if "_per_s" in k]
+    if not cost.get("original"):
+        return []
+    keys = [k for k in cost["original"] if k.endswith("tokens_per_s") or k.startswith("decode_tokens_per_s")]
+    return [f"{k.replace('_per_s', '/s'):>22}: {cost['original'][k]:.1f} -> {cost['compressed'][k]:.1f}"
+            for k in dict.fromkeys(keys)]
 
 
 def main(argv=None) -> int:
@@ -123,6 +144,8 @@ def _dispatch(args) -> int:
     if args.command == "info":
         print(json.dumps(model_info(args.model, args.ratio), indent=1))
         return 0
+    if args.command in FOLDER_COMMANDS:
+        return FOLDER_COMMANDS[args.command](args)
     if args.command == "sweep":
         return sweep_command(args)
     checked = plan(config_from_args(args))

@@ -104,33 +104,48 @@ def capture_calls(model: nn.Module, blocks: nn.ModuleList, ids: torch.Tensor, ba
     """Per batch of windows: the hidden states entering block 0 and the call of every block.
 
     Each block's forward is swapped for a pass-through for one model call, so only the embeddings
-    run, and the last block stops the model before the final norm and LM head. Per-block calls
+    run (the blocks too where the model cannot take that, see _one_call), and the last block stops the
+    model before the final norm and LM head. Per-block calls
     matter: some models give each block its own mask (sliding-window layers). Call it on a shell
     copy (shell_copy): the swap must never touch a model another thread may be running."""
     device = model_device(model)
-    hidden, calls = [], []
+    hidden, calls, run_blocks = [], [], False
     for start in range(0, len(ids), batch_size):
-        first, seen = _one_call(model, blocks, ids[start:start + batch_size].to(device))
+        batch = ids[start:start + batch_size].to(device)
+        try:
+            first, seen = _one_call(model, blocks, batch, run_blocks)
+        except Exception:  # noqa: BLE001 - the model could not take its blocks' input back as their output
+            if run_blocks:
+                raise
+            run_blocks = True
+            first, seen = _one_call(model, blocks, batch, run_blocks)
         hidden.append(first)
         calls.append(seen)
     return hidden, calls
 
 
-def _one_call(model, blocks, batch):
+def _one_call(model, blocks, batch, run_blocks: bool = False):
+    """One model call with every block's forward recorded. The blocks are skipped (their input returned as their
+    output) unless `run_blocks`: families whose model unpacks what a block returns (hidden states and the
+    indices or state the next block reads) need them run."""
     seen: list[BlockCall] = []
     first: list[torch.Tensor] = []
+    originals = [b.forward for b in blocks]
 
     def passthrough(index):
         def forward(*args, **kwargs):
             as_kwarg = not args
+            given = dict(kwargs)
             h = kwargs.pop("hidden_states") if as_kwarg else args[0]
             rest = tuple(_drop_caches(a) for a in (args if as_kwarg else args[1:]))
             seen.append(BlockCall(rest, {k: _drop_caches(v) for k, v in kwargs.items()}, as_kwarg))
             if index == 0:
                 first.append(h)
+            elif not run_blocks and getattr(h, "shape", None) != first[0].shape:
+                raise RuntimeError("the model reshaped a skipped block's output")   # XLNet unpacks it: run them
             if index == len(blocks) - 1:
                 raise _Stop
-            return h
+            return originals[index](*args, **given) if run_blocks else h
         return forward
 
     saved = [b.__dict__.get("forward") for b in blocks]

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from ..model.devices import Clock
 from ..model.lowrank import LowRankLinear
 
 WEIGHT_DECAY = 0.01
@@ -108,6 +109,7 @@ def refine_block(block, data: RefineData, settings: RefineSettings) -> dict:
 
 
 def _refine(block, data: RefineData, s: RefineSettings) -> dict:
+    clock = Clock(next(block.parameters()).device)
     params = trainable(block, s.params)
     snapshot = {n: p.detach().clone() for n, p in params}
     before = block_loss(block, data)
@@ -120,7 +122,7 @@ def _refine(block, data: RefineData, s: RefineSettings) -> dict:
                 p.copy_(snapshot[n])
     return {"steps": s.steps, "lr": s.lr, "batch": s.batch, "params": s.params, "loss_before": before,
             "loss_after": before if restored else after, "restored": restored,
-            "losses": [float(f"{v:.6g}") for v in losses]}
+            "losses": [float(f"{v:.6g}") for v in losses], "seconds": clock.seconds()}
 
 
 def _train(block, params, data: RefineData, s: RefineSettings) -> list[float]:

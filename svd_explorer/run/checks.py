@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from ..compress.quantize import SCHEMES
 from ..compress.refine import PARAMS
 from ..errors import ConfigError
 from ..model.devices import resolve_device, resolve_dtype
@@ -70,7 +71,7 @@ def _integer(name: str, value, low: int) -> None:
 def _choices(c: RunConfig) -> None:
     for name, value, allowed in (("refine", c.refine, REFINE_CHOICES), ("precision", c.precision, PRECISIONS),
                                  ("refine_params", c.refine_params, PARAMS), ("save_dtype", c.save_dtype, SAVE_DTYPES),
-                                 ("preset", c.preset, PRESETS)):
+                                 ("preset", c.preset, PRESETS), ("quantize", c.quantize, SCHEMES)):
         if value not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 

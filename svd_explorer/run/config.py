@@ -58,6 +58,9 @@ class RunConfig:
     stats_cache: str | None = None                         # a folder; None: the user cache; "off": no cache
     output: str | None = None
     save_dtype: str = "bfloat16"
+    quantize: str = "none"                                 # weight-only after compression: none, int8, int4
+    cost: bool = True                                      # measure serving cost (prefill, decode, memory, bytes)
+    merge: bool = False                                    # --output gets a dense checkpoint instead of the factors
     force: bool = False
     preset: str = "demo"
 
@@ -105,6 +108,34 @@ class RunConfig:
     def label(self) -> str:
         """A short name for lists and legends: method, allocation when not the default, ratio."""
         return label_of(self.to_dict())
+
+
+FLAG_NAMES = {"eval_source": "--eval"}   # fields whose command-line flag is not --field-name
+
+
+def command_line(config: RunConfig) -> str:
+    """The `python -m svd_explorer compress` line that describes `config`: its preset and every value that
+    differs from the preset's (a saved model's card quotes it)."""
+    base = (with_preset(config.preset) if config.preset in PRESETS else RunConfig()).to_dict()
+    words = ["python -m svd_explorer compress", f"--preset {config.preset}"]
+    for name, value in config.to_dict().items():
+        if name in ("preset", "options", "allocation_options") or (value == base.get(name) and
+                                                                      name not in ("method", "ratio")):
+            continue
+        words.append(_flag(name, value))
+    words += [_flag(k, v) for k, v in {**config.options, **config.allocation_options}.items()]
+    return " ".join(w for w in words if w)
+
+
+def _flag(name: str, value) -> str:
+    flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+    if value is True:
+        return flag
+    if value is None or value is False:
+        return "" if value is False else f"{flag} all" if name == "eval_windows" else ""
+    if name == "stats_cache" and value == "off":
+        return "--no-stats-cache"
+    return f"{flag} {','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
 
 
 def split_list(value) -> list[str]:

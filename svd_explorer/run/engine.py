@@ -8,6 +8,7 @@ pipeline's "start" / "projection" / "block" / "done" events.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import resource
 import sys
@@ -31,6 +32,7 @@ from ..compress.allocation import AllocationContext
 from ..compress.candidates import DevScorer
 from ..compress.decompositions import DecompositionStore, digest, reusing
 from ..compress.pipeline import Passes, PrepareContext, cancel_check, compress_model
+from ..compress.quantize import quantize
 from ..compress.stats import Statistics
 from ..files import cache_dir
 from ..model.blocks import count_parameters, find_layout
@@ -38,14 +40,16 @@ from ..model.devices import Clock, describe_linalg, model_device
 from ..model.loading import LoadedModel, load_model
 from ..model.lowrank import dense_weight_and_bias
 from ..model.offload import Placement, device_map, fixed_mmap_threshold, onloaded
-from ..model.saving import folder_bytes, save_compressed, versions
+from ..model.saving import folder_bytes, save_compressed, save_merged, versions
+from ..model.serving import CostSettings, compare_cost, serving_cost
 from ..text.metrics import evaluate
 from ..text.sources import development_windows, resolve_calibration, resolve_evaluation, text_windows
 from ..text.zero_shot import run_tasks
-from .config import RunConfig
+from .config import RunConfig, command_line
 from .plan import Plan
 from .plan import plan as make_plan
 from .records import RunRecord
+from .timings import Phases
 
 EVAL_SEED_OFFSET = 1       # 'self' evaluation text must differ from 'self' calibration text
 DEV_SEQ_LEN = 256          # tokens of a search's development window (or the run's, if shorter)
@@ -170,24 +174,38 @@ def run(plan: Plan | RunConfig, *, loaded: LoadedModel | None = None, emit=None,
     check = cancel_check(cancel)
     emit = stoppable(emit or _quiet, check)
     plan = as_plan(plan, token)
-    config = plan.config
-    lm, placement = _model_and_placement(plan, loaded, emit)
+    config, phases = plan.config, Phases(plan.device)
+    with phases("loading"):
+        lm, placement = _model_and_placement(plan, loaded, emit)
     check()
     emit("status", f"model: {lm.description}")
-    texts = _Texts.draw(config, lm, emit, check)
+    with phases("text"):
+        texts = _Texts.draw(config, lm, emit, check)
     forward = None
     if measure_forward:
         emit("status", "timing one plain forward over the calibration set")
-        forward = forward_seconds(lm.model, texts.calib_ids, config.batch_size)
-    compressed, out = _compress(plan, lm, placement, texts, emit, check, cancel)
+        with phases("forward"):
+            forward = forward_seconds(lm.model, texts.calib_ids, config.batch_size)
+    compressed, out = _compress(plan, lm, placement, texts, emit, check, cancel, phases)
     out.calib_forward_seconds = forward
-    _measure(out, config, lm, compressed, texts.eval_ids, emit, check)
+    served = _quantized(compressed, config.quantize, emit)
+    with phases("evaluation"):
+        _measure(out, config, lm, served, texts.eval_ids, emit, check)
+    if config.cost:
+        with phases("cost"):
+            out.cost = _serving_cost(config, lm, served, placement, emit, check)
     if config.output:
-        emit("status", f"saving to {config.output}")
-        save_compressed(compressed, lm.tokenizer, config.output, manifest_info(out), config.save_dtype)
-        out.output, out.output_bytes = str(config.output), folder_bytes(config.output)
-    out.peak_rss_mb = peak_rss_mb()
-    return Outcome(out, compressed if keep_model else None, lm)
+        with phases("saving"):
+            _save(out, config, compressed, lm.tokenizer, emit)
+    out.peak_rss_mb, out.timings = peak_rss_mb(), phases.breakdown()
+    return Outcome(out, served if keep_model else None, lm)
+
+
+def _save(out: RunRecord, config: RunConfig, compressed, tokenizer, emit) -> None:
+    emit("status", f"saving to {config.output}" + (" (merged into dense weights)" if config.merge else ""))
+    save = save_merged if config.merge else save_compressed
+    save(compressed, tokenizer, config.output, manifest_info(out), config.save_dtype)
+    out.output, out.output_bytes = str(config.output), folder_bytes(config.output)
 
 
 def _model_and_placement(plan: Plan, loaded: LoadedModel | None, emit) -> tuple[LoadedModel, Placement]:
@@ -223,17 +241,15 @@ class _Texts:
         return cls(*calib, prep, *evaluation)
 
 
-def _compress(plan: Plan, lm, placement, texts: _Texts, emit, check, cancel):
+def _compress(plan: Plan, lm, placement, texts: _Texts, emit, check, cancel, phases: Phases):
     """(compressed model, its RunRecord before measuring): statistics, allocation, the pipeline."""
     config, method, allocation, refine = plan.config, plan.method, plan.allocation, plan.refine
     study = _Study(config, lm, method, texts.calib_ids, texts.calib_desc, emit, check)
-    clock = Clock()
-    statistics = study.statistics(needed_by_allocation=allocation.needs_statistics)
-    statistics_seconds = clock.seconds()
-    clock = Clock()
-    method.prepare(_prepare_context(lm, texts.calib_ids, check, emit, remember=study.remember))
-    allocated = allocation.allocate(study.context(allocation))
-    allocation_seconds = clock.seconds()
+    with phases("statistics"):
+        statistics = study.statistics(needed_by_allocation=allocation.needs_statistics)
+    with phases("allocation"):
+        method.prepare(_prepare_context(lm, texts.calib_ids, check, emit, remember=study.remember))
+        allocated = allocation.allocate(study.context(allocation))
     emit("status", f"compressing with {method.name} at ratio {config.ratio:g} ({allocation.name} allocation"
                    f"{', refinement on' if refine else ''})")
     with reusing(study.decompositions()) as stored:
@@ -241,16 +257,24 @@ def _compress(plan: Plan, lm, placement, texts: _Texts, emit, check, cancel):
             lm.model, method, config.ratio, texts.calib_ids, ranks=allocated.ranks, refine=refine,
             batch_size=config.batch_size, precision=config.precision, callback=emit, cancel=cancel,
             statistics=statistics, placement=placement if placement.offloaded else None, prepared=True)
+    _split_compression(phases, record)
     record.extras.update(allocated.info)
     record.calibration.update(source=config.calib, description=texts.calib_desc, samples=config.calib_samples,
                               seed=config.seed, statistics=study.statistics_state,
-                              statistics_seconds=statistics_seconds,
+                              statistics_seconds=phases.seconds["statistics"],
                               decompositions=stored.describe() if stored else "not stored",
                               **({"prepared": study.prepared} if study.prepared else {}))
     return compressed, _record(
-        config, lm, record, placement, texts, allocation_seconds=allocation_seconds,
+        config, lm, record, placement, texts, allocation_seconds=phases.seconds["allocation"],
         allocation={"name": allocation.name, "options": dict(allocation.config), **_allocation_summary(allocated)},
         refine=refine.describe() if refine else None)
+
+
+def _split_compression(phases: Phases, record) -> None:
+    """The pipeline's time, told apart: refinement (each block's own clock) and the rest."""
+    refinement = sum((b.refine or {}).get("seconds", 0.0) for b in record.blocks)
+    phases.add("compression", record.seconds - refinement)
+    phases.add("refinement", refinement)
 
 
 def _record(config: RunConfig, lm: LoadedModel, record, placement: Placement, texts: _Texts, **decided) -> RunRecord:
@@ -287,6 +311,24 @@ def _measure(out: RunRecord, config: RunConfig, lm: LoadedModel, compressed, eva
         out.tasks = zero_shot(lm, compressed, list(config.tasks), config.limit, config.task_data, emit, check)
 
 
+def _quantized(compressed, scheme: str, emit):
+    """The model the run measures: the compressed one, or a quantised copy of it (the saved folder keeps the
+    factors: quantised tensors have no safetensors form, and the model card says how to quantise again)."""
+    if scheme == "none":
+        return compressed
+    emit("status", f"quantising the compressed model's blocks to {scheme} (torchao, weight-only)")
+    return quantize(copy.deepcopy(compressed), scheme)
+
+
+def _serving_cost(config: RunConfig, lm: LoadedModel, compressed, placement: Placement, emit, check) -> dict:
+    """Prefill and decode speed, memory and bytes of both models; an offloaded run would time its disk."""
+    if placement.offloaded:
+        return {"skipped": "not measured: the blocks are offloaded, so a timing would measure the transfers"}
+    emit("status", "measuring serving cost: prefill and decode speed of both models")
+    settings = CostSettings(prefill_tokens=config.seq_len)
+    return compare_cost(lm.model, compressed, settings, lm.model.config.vocab_size, check)
+
+
 def held_out_windows(config: RunConfig, lm: LoadedModel):
     """The run's reported development windows: overlapping neither its calibration nor its search windows."""
     return development_windows(resolve_calibration(config.calib), lm.model, lm.tokenizer, config.dev_windows,
@@ -294,16 +336,14 @@ def held_out_windows(config: RunConfig, lm: LoadedModel):
                                searched=search_windows(config))
 
 
-_ORIGINAL_PPL: dict = {}   # the original model's perplexity on a text, computed once per process
-
-
 def _perplexities(lm: LoadedModel, compressed, ids, description: str, check) -> tuple[float, float]:
-    """(compressed, original) perplexity on `ids`; the original's is remembered for the next run, by the
-    tokens themselves (two seeds' development windows share a description, not their text)."""
-    key = (lm.source, lm.revision, description, hashlib.sha1(ids.cpu().numpy().tobytes()).hexdigest())
-    if key not in _ORIGINAL_PPL:
-        _ORIGINAL_PPL[key] = evaluate(lm.model, ids, should_stop=check)["ppl"]
-    return evaluate(compressed, ids, should_stop=check)["ppl"], _ORIGINAL_PPL[key]
+    """(compressed, original) perplexity on `ids`; the original's is kept on the loaded model for the next run
+    that compares against it, by the tokens themselves (two seeds' development windows share a description,
+    not their text)."""
+    key = ("ppl", description, hashlib.sha1(ids.cpu().numpy().tobytes()).hexdigest())
+    if key not in lm.scores:
+        lm.scores[key] = evaluate(lm.model, ids, should_stop=check)["ppl"]
+    return evaluate(compressed, ids, should_stop=check)["ppl"], lm.scores[key]
 
 
 def prepare_statistics(plan: Plan | RunConfig, emit=None) -> dict:
@@ -461,27 +501,27 @@ def manifest_info(record: RunRecord) -> dict:
     c = record.compression
     return {"base": {"source": record.model, "revision": record.model_revision}, "method": c.method,
             "ratio": c.ratio, "options": c.options, "allocation": record.allocation, "refine": record.refine,
-            "calibration": c.calibration, "ranks": c.ranks(), "config": record.config}
+            "calibration": c.calibration, "ranks": c.ranks(), "config": record.config, "scores": record.scores,
+            "evaluation": record.evaluation, "command": command_line(RunConfig.from_dict(record.config)),
+            "cost": {k: v for k, v in record.cost.items() if k != "layers"},
+            "quantize": RunConfig.from_dict(record.config).quantize}
 
 
-def export(record: RunRecord, model, tokenizer, folder, save_dtype: str = "bfloat16"):
-    """Save a finished run's compressed model with its manifest; returns the folder's size in bytes."""
-    save_compressed(model, tokenizer, folder, manifest_info(record), save_dtype)
+def export(record: RunRecord, model, tokenizer, folder, save_dtype: str = "bfloat16", merged: bool = False):
+    """Save a finished run's compressed model (its factors, or merged into dense weights) with its manifest and
+    model card; returns the folder's size in bytes."""
+    (save_merged if merged else save_compressed)(model, tokenizer, folder, manifest_info(record), save_dtype)
     return folder_bytes(folder)
 
 
-_ORIGINAL_TASKS: dict = {}   # the original model's zero-shot scores, computed once per process
-
-
 def zero_shot(lm: LoadedModel, compressed, tasks: list[str], limit, task_data, emit=_quiet, check=None) -> dict:
-    """lm-eval accuracies of the original and the compressed model, task by task (the original's are
-    remembered for the next run of the same model)."""
+    """lm-eval accuracies of the original and the compressed model, task by task (the original's are kept on
+    the loaded model for the next run that compares against it)."""
     def scores(label, model, names):
         return run_tasks(model, lm.tokenizer, names, limit=limit, data=task_data, should_stop=check,
                          on_task=lambda t: emit("status", f"zero-shot, {label} model: {t}"))
 
-    key = (lm.source, lm.revision, limit, task_data)
-    known = _ORIGINAL_TASKS.setdefault(key, {})
+    known = lm.scores.setdefault(("tasks", limit, task_data), {})
     known.update(scores("original", lm.model, [t for t in tasks if t not in known]))
     return {"original": {t: known[t] for t in tasks}, "compressed": scores("compressed", compressed, tasks)}
 
@@ -494,7 +534,11 @@ def evaluate_model(plan: Plan | RunConfig, emit=None, cancel=None) -> dict:
     config = plan.config
     lm, placement = load_for(plan, emit)
     emit("status", f"model: {lm.description}")
-    result = {"model": lm.source, "params": count_parameters(lm.model), "placement": placement.describe()}
+    if config.quantize != "none":
+        emit("status", f"quantising the blocks to {config.quantize} (torchao, weight-only)")
+        quantize(lm.model, config.quantize)
+    result = {"model": lm.source, "params": count_parameters(lm.model), "placement": placement.describe(),
+              "quantize": config.quantize}
     ids, desc = evaluation_windows(lm, config.eval_source, config.eval_windows, config.seq_len, config.seed, emit)
     if ids is not None:
         emit("status", f"evaluation: {desc}")
@@ -509,6 +553,10 @@ def evaluate_model(plan: Plan | RunConfig, emit=None, cancel=None) -> dict:
     if config.tasks:
         result["tasks"] = run_tasks(lm.model, lm.tokenizer, list(config.tasks), limit=config.limit,
                                     data=config.task_data, should_stop=check)
+    if config.cost and not placement.offloaded:
+        emit("status", "measuring serving cost: prefill and decode speed")
+        settings = CostSettings(prefill_tokens=config.seq_len)
+        result["cost"] = serving_cost(lm.model, settings, lm.model.config.vocab_size)
     if lm.manifest:
         result["manifest"] = {k: lm.manifest.get(k) for k in ("base", "method", "ratio", "options", "allocation")}
     return result

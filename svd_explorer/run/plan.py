@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..compress.allocation import Allocation
-from ..compress.budget import budget_summary
+from ..compress.budget import budget_summary, embedding_counts
 from ..compress.methods import Method
 from ..compress.refine import RefineSettings
 from ..errors import ConfigError
@@ -73,11 +73,14 @@ def plan(config: RunConfig, token=None) -> Plan:
     meta = meta_model(model_config)
     layout, params = find_layout(meta), count_parameters(meta)
     try:
-        budget = budget_summary(layout, params, config.ratio, method, allocation)
+        budget = budget_summary(layout, params, config.ratio, method, allocation, embedding_counts(meta))
     except BudgetError as err:
         raise ConfigError(str(err), "ratio") from None
+    placement = placement_of(config, model_config, layout, params, device, dtype)
+    if placement.offloaded and config.quantize != "none":
+        raise ConfigError("quantize needs the compressed model in memory; it does not combine with offloading")
     return Plan(**common, model_config=model_config, meta=meta, layout=layout, params=params, budget=budget,
-                placement=placement_of(config, model_config, layout, params, device, dtype))
+                placement=placement)
 
 
 def placement_of(config: RunConfig, model_config, layout: Layout, params: int, device, dtype) -> Placement:

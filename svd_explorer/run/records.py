@@ -41,6 +41,8 @@ class RunRecord:
     original_bytes: int | None = None
     versions: dict = field(default_factory=dict)
     peak_rss_mb: float = 0.0
+    cost: dict = field(default_factory=dict)           # serving cost of both models (model/serving.py)
+    timings: dict = field(default_factory=dict)        # seconds per phase and in all (run/timings.py)
     notes: list = field(default_factory=list)
 
     @property
@@ -66,6 +68,9 @@ class RunRecord:
 
 
 def label_of(config: dict) -> str:
-    allocation = "" if config.get("allocation", "auto") == "auto" else f"+{config['allocation']}"
-    refine = {"on": "+refine", "off": "-refine"}.get(config.get("refine", "auto"), "")
-    return f"{config.get('method')}{allocation}{refine} {config.get('ratio'):g}"
+    """'aa-svd + sensitivity, refinement off, 20%': the words a legend needs, no sign that reads as a name."""
+    parts = [config.get("method", "?")]
+    if config.get("allocation", "auto") != "auto":
+        parts[0] += f" + {config['allocation']}"
+    refine = {"on": "refinement on", "off": "refinement off"}.get(config.get("refine", "auto"))
+    return ", ".join([*parts, *([refine] if refine else []), f"{100 * config.get('ratio', 0):g}%"])

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..compress.allocation import ALLOCATIONS, allocation_for
-from ..compress.budget import budget_summary
+from ..compress.budget import budget_summary, embedding_counts
 from ..compress.methods import REGISTRY, FigureTab
 from ..compress.pipeline import Cancelled, cancel_check
 from ..errors import ConfigError, ModelLoadError
@@ -27,6 +27,7 @@ from ..run.engine import export
 from ..run.engine import run as run_engine
 from ..run.engine import zero_shot as engine_zero_shot
 from ..run.plan import Plan, plan
+from ..run.timings import describe
 from ..run.worker import Busy
 from ..study.comparison import ComparisonError, aggregate, read_folder, read_zip
 from ..text.generation import side_by_side
@@ -117,12 +118,11 @@ def beside(err: Exception) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 def layout_of(store: Store, source: str):
-    """(layout, parameter count) of a model: from memory when loaded, else from its config (no weights)."""
+    """(layout, parameter count, embedding counts) of a model: from memory when loaded, else from its config
+    (no weights)."""
     cached = store.models.peek(source)
-    if cached is not None:
-        return find_layout(cached.model), count_parameters(cached.model)
-    meta = meta_model(read_config(source, token=store.limits.token))
-    return find_layout(meta), count_parameters(meta)
+    model = cached.model if cached is not None else meta_model(read_config(source, token=store.limits.token))
+    return find_layout(model), count_parameters(model), embedding_counts(model)
 
 
 def budget(store: Store, session: str, **v) -> dict:
@@ -134,14 +134,14 @@ def budget(store: Store, session: str, **v) -> dict:
         return out | {"ratio_message": f"⚠️ {message(err)}", "budget": "Type a ratio to see the budget."}
     try:
         store.limits.check_model(v["model"])
-        layout, total = layout_of(store, (v["model"] or "").strip())
+        layout, total, embeddings = layout_of(store, (v["model"] or "").strip())
     except PROBLEMS as err:
         return out | {"model_message": f"⚠️ {message(err)}", "budget": "The budget appears once the model is valid."}
     try:
         method = REGISTRY[v["method"]](**chosen_options(REGISTRY, v["method"], v))
         name = v["allocation"] or "auto"
         allocation = allocation_for(method, name, {} if name == "auto" else chosen_options(ALLOCATIONS, name, v))
-        summary = budget_summary(layout, total, ratio, method, allocation)
+        summary = budget_summary(layout, total, ratio, method, allocation, embeddings)
     except PROBLEMS as err:
         return out | beside(err) | {"budget": f"The budget appears once the options are valid: {message(err)}"}
     return out | {"budget": texts.budget_markdown(summary, v["method"])}
@@ -344,7 +344,7 @@ def _finish(store: Store, session: str, job, config, label: str) -> dict:
     without_server_paths(record)
     result = record.to_dict()
     run = store.add(session, label, config.model, result, model, tokenizer, record)
-    done = f"Done in {job.elapsed:.0f} s."
+    done = f"Done in {describe(result.get('timings')) or format(job.elapsed, '.0f') + ' s'}."
     if result.get("ppl_compressed") is not None:
         done += f" Perplexity {result['ppl_original']:.1f} → {result['ppl_compressed']:.1f}."
     return {"status": done, "run_box": {"__type__": "update", "choices": _run_choices(store, session),
@@ -395,7 +395,8 @@ def show(store: Store, session: str, run_box, block_box, kind_box, depth_metric,
     if run is None:
         blank = plots.empty("run a compression")
         return compare | {name: blank for name in ("spectrum_plot", "depth_plot", "heatmap_plot", "rank_plot",
-                                                  "refine_plot")} | \
+                                                  "refine_plot", "cost_plot")} | \
+            {"cost_table": "Run a compression: both models' serving cost appears here."} | \
             {f"{name}_plot": plots.empty(tab.missing) for tab in plugin_tabs() for name in tab.figures} | \
             {"metrics": "Run a compression: its figures appear here."}
     r = run.result
@@ -406,7 +407,8 @@ def show(store: Store, session: str, run_box, block_box, kind_box, depth_metric,
         "metrics": texts.metrics_markdown(run.label, r), "spectrum_plot": plots.spectrum_figure(r, block, kind),
         "depth_plot": plots.depth_figure(others + [(run.label, r)], depth_metric or "rel_error"),
         "heatmap_plot": plots.error_heatmap(r), "rank_plot": plots.rank_depth_figure(others + [(run.label, r)]),
-        "refine_plot": plots.refine_figure(r, block)} | {
+        "refine_plot": plots.refine_figure(r, block), "cost_table": texts.cost_markdown(r),
+        "cost_plot": plots.cost_figure(r)} | {
         f"{name}_plot": plots.PLUGIN_FIGURES[name](r, block, kind, tab.missing)
         for tab in plugin_tabs() for name in tab.figures}
 
@@ -506,14 +508,19 @@ def _zero_shot_work(store: Store, run, model, tasks: list[str], limit: int):
     return work
 
 
-def prepare_download(store: Store, session: str, run_box) -> dict:
-    """Write the run's folder as a zip once (reused until it expires) and its JSON; say how big they are."""
+DOWNLOAD_LAYOUTS = ("factors", "merged")
+
+
+def prepare_download(store: Store, session: str, run_box, download_layout="factors") -> dict:
+    """Write the run's folder as a zip once per layout (reused until it expires) and its JSON; say how big."""
     run = store.get(session, run_box) if run_box != LIVE else None
     if run is None:
         return {"download_info": "Run a compression first."}
+    if download_layout not in DOWNLOAD_LAYOUTS:
+        return {"download_info": f"Choose what the zip holds: {' or '.join(DOWNLOAD_LAYOUTS)}."}
     folder, ready = store.download_folder(run)
     try:
-        return _write_download(store, run, folder, ready)
+        return _write_download(store, run, folder, ready, download_layout)
     except Exception:
         # Under load the store may release this run and delete its folder while it is written; each library
         # writing into it (tokenizers, safetensors, zipfile) then fails with its own error type.
@@ -523,7 +530,7 @@ def prepare_download(store: Store, session: str, run_box) -> dict:
         return {"download_info": "The download could not be written (the server logged why): prepare it again."}
 
 
-def _write_download(store: Store, run, folder, ready: bool) -> dict:
+def _write_download(store: Store, run, folder, ready: bool, layout: str) -> dict:
     model = run.model
     result_path = folder / f"run-{run.id}.json"
     if not ready:
@@ -531,20 +538,21 @@ def _write_download(store: Store, run, folder, ready: bool) -> dict:
     if model is None:
         return {"download_info": "This run's compressed model was released to save memory: only its JSON result "
                                  "is available.", "json_file": str(result_path), "model_file": None}
-    archive = folder / f"compressed-{run.id}.zip"
+    archive = folder / f"compressed-{run.id}-{layout}.zip"
     if not archive.exists():
-        export(run.record, model, run.tokenizer, folder / "model")
-        shutil.make_archive(str(archive.with_suffix("")), "zip", folder / "model")
-        shutil.rmtree(folder / "model")
-    return {"download_info": _sizes(store, run, archive.stat().st_size), "model_file": str(archive),
+        export(run.record, model, run.tokenizer, folder / layout, merged=layout == "merged")
+        shutil.make_archive(str(archive.with_suffix("")), "zip", folder / layout)
+        shutil.rmtree(folder / layout)
+    return {"download_info": _sizes(store, run, archive.stat().st_size, layout), "model_file": str(archive),
             "json_file": str(result_path)}
 
 
-def _sizes(store: Store, run, download_bytes: int) -> str:
+def _sizes(store: Store, run, download_bytes: int, layout: str = "factors") -> str:
     original = run.result.get("original_bytes")
     if original is None and run.source in EMBEDDED:
         original = store.models.peek(run.source).file_bytes if store.models.peek(run.source) else None
-    line = f"Download: **{texts.size(download_bytes)}** (zip of bfloat16 factors)"
+    held = "bfloat16 factors" if layout == "factors" else "the merged dense checkpoint, bfloat16"
+    line = f"Download: **{texts.size(download_bytes)}** (zip of {held})"
     if original:
         line += f"; the original model's file: **{texts.size(original)}**."
     kept = store.limits

@@ -110,7 +110,7 @@ def _header(page: Page, default_model: str) -> None:
         with gr.Column(scale=5, min_width=520):
             with gr.Row():
                 page.add("model", gr.Dropdown(models, value=default_model, allow_custom_value=not limits.public,
-                                              label="Model", scale=3, info="embedded SmolLM2-135M" + (
+                                              label="Model", scale=3, info="embedded SmolLM2-135M or Gemma 3 270M" + (
                                                   "" if limits.public else ", a Hugging Face id or a local folder")))
                 page.add("ratio", gr.Number(0.2, label="Ratio: share of parameters removed", step=0.05, scale=2,
                                             elem_id="ratio"))
@@ -216,23 +216,40 @@ def _tabs(page: Page, limits: Limits) -> None:
         with gr.Tab("Ranks"):
             gr.Markdown(texts.EXPLAIN["ranks"])
             page.add("rank_plot", gr.Plot(plots.empty("run a compression"), elem_id="ranks"))
-        for tab in cb.plugin_tabs():
-            with gr.Tab(tab.title):
-                gr.Markdown(tab.explanation)
-                for i, name in enumerate(tab.figures):
-                    page.add(f"{name}_plot", gr.Plot(plots.empty(tab.missing), elem_id=None if i else name))
+        _plugin_tabs(page)
         with gr.Tab("Refinement"):
             gr.Markdown(texts.EXPLAIN["refine"])
             page.add("refine_plot", gr.Plot(plots.empty("run aa-svd, or any method with refinement on")))
+        with gr.Tab("Cost"):
+            gr.Markdown(texts.EXPLAIN["cost"])
+            page.add("cost_table", gr.Markdown("Run a compression: both models' serving cost appears here."))
+            page.add("cost_plot", gr.Plot(plots.empty("run a compression"), elem_id="cost"))
         _compare_tab(page, limits)
         _generate_tab(page, limits)
         _zero_shot_tab(page, limits)
-        with gr.Tab("Download"):
-            gr.Markdown(texts.EXPLAIN["download"])
-            page.add("export", gr.Button("Prepare the download", elem_id="export"))
-            page.add("download_info", gr.Markdown())
-            page.add("model_file", gr.File(label="compressed model (.zip)"))
-            page.add("json_file", gr.File(label="run result (.json)"))
+        _download_tab(page)
+
+
+def _plugin_tabs(page: Page) -> None:
+    """The tabs the registered methods declare (saes-svd's ACES search), each with its explanation."""
+    for tab in cb.plugin_tabs():
+        with gr.Tab(tab.title):
+            gr.Markdown(tab.explanation)
+            for i, name in enumerate(tab.figures):
+                page.add(f"{name}_plot", gr.Plot(plots.empty(tab.missing), elem_id=None if i else name))
+
+
+def _download_tab(page: Page) -> None:
+    with gr.Tab("Download"):
+        gr.Markdown(texts.EXPLAIN["download"])
+        page.add("download_layout", gr.Radio(
+            [("factors: the smallest folder; transformers loads it with trust_remote_code=True", "factors"),
+             ("merged: a dense checkpoint any tool loads (same quality, no savings)", "merged")],
+            value="factors", label="what the zip holds", elem_id="download-layout"))
+        page.add("export", gr.Button("Prepare the download", elem_id="export"))
+        page.add("download_info", gr.Markdown())
+        page.add("model_file", gr.File(label="compressed model (.zip)"))
+        page.add("json_file", gr.File(label="run result (.json)"))
 
 
 def _compare_tab(page: Page, limits: Limits) -> None:
@@ -301,7 +318,7 @@ BUDGET = ["budget", "ratio_message", "model_message"]
 COMPRESS = ["status", "ratio_message", "model_message", "run_box", "spectrum_plot", "depth_plot", "heatmap_plot"]
 PLUGIN_PLOTS = [f"{name}_plot" for tab in cb.plugin_tabs() for name in tab.figures]   # declared by methods
 FIGURES = ["metrics", "spectrum_plot", "depth_plot", "heatmap_plot", "rank_plot", *PLUGIN_PLOTS, "refine_plot",
-           "compare_plot", "history"]
+           "cost_table", "cost_plot", "compare_plot", "history"]
 SHOW = ["run_box", "block_box", "kind_box", "depth_metric", "compare_metric"]
 DOWNLOAD = ["download_info", "model_file", "json_file"]
 ZERO_SHOT = ["zero_status", "zero_table", "zero_plot"]
@@ -341,7 +358,8 @@ def _wire(page: Page, demo: gr.Blocks) -> None:
     page["stop"].click(None, cancels=[generation], api_name=False)     # Stop also ends a generation
     page.on(page["zero_shot"].click, cb.zero_shot, ["run_box", "tasks", "limit"], ZERO_SHOT, api_name="zero_shot",
             concurrency_limit=None)
-    page.on(page["export"].click, cb.prepare_download, ["run_box"], DOWNLOAD, api_name="export", concurrency_limit=1)
+    page.on(page["export"].click, cb.prepare_download, ["run_box", "download_layout"], DOWNLOAD, api_name="export",
+            concurrency_limit=1)
 
 
 def _then(page: Page, fn, inputs, outputs) -> dict:

@@ -12,10 +12,10 @@ from dataclasses import dataclass, fields, replace
 
 from ..errors import ConfigError
 from ..model.blocks import count_parameters, meta_model
-from ..model.hub import DEFAULT_MODEL
+from ..model.hub import EMBEDDED
 from ..model.loading import read_config, source_kind
 
-PUBLIC_MODELS = (DEFAULT_MODEL, "HuggingFaceTB/SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct",
+PUBLIC_MODELS = (*EMBEDDED, "HuggingFaceTB/SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct",
                  "Qwen/Qwen2.5-0.5B-Instruct")
 
 # field -> (environment variable, public value, local value)

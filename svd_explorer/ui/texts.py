@@ -6,6 +6,7 @@ import time
 
 from ..compress.allocation import ALLOCATIONS
 from ..compress.methods import REGISTRY
+from ..run.timings import describe
 
 READY = "Ready."   # the status line of a page that has not run anything
 
@@ -38,6 +39,13 @@ EXPLAIN = {
              "draws flat lines. Why a method may want more rank in some blocks: an error made early travels "
              "through every later block, some projections' inputs are nearly low-rank (cheap to compress) while "
              "others are not, and the last blocks feed the LM head directly. Earlier runs are drawn faintly.",
+    "cost": "What the compression buys when the model serves: tokens per second reading a prompt (prefill) and "
+            "generating with the KV cache (decode, one sequence and eight), memory while generating and bytes "
+            "on disk, for both models on the run's device. Removing 20% of the parameters need not make "
+            "generation 20% faster: a factorised layer runs two thin products instead of one, and on small "
+            "matrices or few tokens that costs about as much until the rank is well below break-even. The "
+            "picture times one layer of each shape alone: below the dashed line the factors are faster; the "
+            "diamonds are the ranks this run kept.",
     "refine": "After every projection of a block is replaced, the refinement stage tunes the whole block (both "
               "factors of every projection, and the norms) with a few gradient steps, so that the compressed block "
               "fed the compressed model's hidden states reproduces the original block's output. AA-SVD does this "
@@ -53,9 +61,12 @@ EXPLAIN = {
     "zero_shot": "Accuracy on multiple-choice benchmarks through lm-eval. Chance is 50% for PIQA, BoolQ and "
                  "WinoGrande and 25% for ARC and OpenBookQA. Each task runs on the first *limit* examples: keep it "
                  "small on a CPU. A BoolQ score after calibrating on BoolQ passages has seen those passages.",
-    "download": "The compressed model as a folder (safetensors + config + tokenizer + manifest), zipped: unzip it "
-                "and `svd_explorer.load_compressed(folder)`; and the run's full JSON result. Factors are saved in "
-                "bfloat16 (half of float32).",
+    "download": "The compressed model as a folder, zipped, with a model card (README.md) saying how it was made "
+                "and how to load it, and the run's full JSON result. **Factors**: the low-rank factors in bfloat16 "
+                "and a small modeling file, so `AutoModelForCausalLM.from_pretrained(folder, "
+                "trust_remote_code=True)` loads it with transformers alone (without the flag transformers refuses "
+                "it rather than load random weights). **Merged**: the factors multiplied back into dense weights, "
+                "a standard checkpoint any tool loads: the same answers, none of the savings.",
     "sizes": "Parameters removed are not bytes saved when the original was quantised: the embedded model's file "
              "stores 4-bit weights, the compressed download 16-bit factors.",
 }
@@ -93,13 +104,16 @@ def allocation_markdown(name: str, method: str) -> str:
 
 
 def budget_markdown(summary: dict, title: str) -> str:
+    """The ratio's effect on the projections, then where the model's parameters are (the embedding of a large
+    vocabulary stays dense, so the whole model shrinks by much less than the ratio), then the ranks per kind."""
     kept = summary["params_after"] / summary["params"]
     scope = (f"in {summary['compressed_blocks']} of {summary['blocks']} blocks"
              if summary["compressed_blocks"] < summary["blocks"] else f"in all {summary['blocks']} blocks")
     lines = [f"**{title} at ratio {summary['ratio']:g}** removes "
              f"{m(summary['linear_params'] - summary['linear_params_after'])} of the {m(summary['linear_params'])} "
-             f"projection parameters {scope}: model {m(summary['params'])} → **{m(summary['params_after'])}** "
-             f"({100 * kept:.1f}% kept).", "", "| kind | shape | rank | break-even |", "|:--|--:|--:|--:|"]
+             f"projection parameters {scope}: **{100 * summary['removed_share_of_model']:.1f}% of the whole "
+             f"model**, {m(summary['params'])} → **{m(summary['params_after'])}** ({100 * kept:.1f}% kept).", "",
+             *_parts_table(summary), "", "| kind | shape | rank | break-even |", "|:--|--:|--:|--:|"]
     for kind, info in summary["kinds"].items():
         rows, cols = info["shape"]
         lines.append(f"| {kind} | {rows}×{cols} | {info['rank']} | {info['break_even_rank']:.0f} |")
@@ -108,10 +122,27 @@ def budget_markdown(summary: dict, title: str) -> str:
     return "\n".join(lines)
 
 
+def _parts_table(summary: dict) -> list[str]:
+    """Projections, embedding, LM head (a row of its own only when not tied), the rest, the whole model."""
+    total = summary["params"]
+    rows = [("projections (compressed)", summary["linear_params"], summary["linear_params_after"])]
+    if "embedding_params" in summary:
+        tied = summary["lm_head_tied"]
+        rows.append(("embedding" + (" (tied to the LM head)" if tied else ""), summary["embedding_params"],
+                     summary["embedding_params"]))
+        if not tied and summary["lm_head_params"]:
+            rows.append(("LM head", summary["lm_head_params"], summary["lm_head_params"]))
+        rows.append(("other (norms, biases)", summary["other_params"], summary["other_params"]))
+    lines = ["| part | parameters | share of the model | after |", "|:--|--:|--:|--:|"]
+    lines += [f"| {name} | {m(n)} | {100 * n / total:.1f}% | {m(after)} |" for name, n, after in rows]
+    return lines + [f"| **whole model** | {m(total)} | 100% | **{m(summary['params_after'])}** |"]
+
+
 def metrics_markdown(label: str, r: dict) -> str:
     kept = r["params_after"] / r["params_before"]
     out = [f"### {label}", f"{r['model']} · parameters {m(r['params_before'])} → **{m(r['params_after'])}** "
-           f"({100 * kept:.1f}% kept) · compression {r['seconds']:.0f} s · {r.get('device', 'cpu')}"]
+           f"({100 * kept:.1f}% kept) · {r.get('device', 'cpu')}",
+           f"Time {describe(r.get('timings')) or format(r['seconds'], '.0f') + ' s of compression'}."]
     if r.get("ppl_compressed") is not None:
         ev = r["evaluation"]
         out += ["", f"| {ev['description'].split(':')[0]}, {ev['windows']}×{ev['seq_len']} tokens | original | "
@@ -127,11 +158,33 @@ def metrics_markdown(label: str, r: dict) -> str:
     return "\n".join(out)
 
 
+def cost_markdown(r: dict) -> str:
+    """The serving cost of both models as a table (measured, with the device and the settings)."""
+    cost = r.get("cost") or {}
+    if cost.get("skipped") or not cost.get("original"):
+        return cost.get("skipped") or "This run did not measure its serving cost."
+    o, c, s = cost["original"], cost["compressed"], cost["settings"]
+    rows = [("prefill tokens/s", "prefill_tokens_per_s", "{:.0f}")] + [
+        (f"decode tokens/s, batch {b}", f"decode_tokens_per_s_batch{b}", "{:.1f}") for b in s["batches"]] + [
+        (f"memory while generating, batch {b}", f"memory_bytes_batch{b}", None) for b in s["batches"]]
+    lines = [f"Measured on {cost['device']}: prefill of {s['prefill_tokens']} tokens, decoding {s['new_tokens']} "
+             f"tokens after a {s['prompt_tokens']}-token prompt; best of {s['repeats']}.", "",
+             "| | original | compressed |", "|---|---|---|"]
+    lines += [f"| {label} | {_cost(o[key], fmt)} | **{_cost(c[key], fmt)}** |" for label, key, fmt in rows]
+    lines += [f"| weights {'as held in memory' if dtype == 'held' else 'in ' + dtype} | {size(o['bytes'][dtype])} | "
+              f"**{size(c['bytes'][dtype])}** |" for dtype in o["bytes"]]
+    return "\n".join(lines)
+
+
+def _cost(value, fmt: str | None) -> str:
+    return size(value) if fmt is None else fmt.format(value)
+
+
 def history_rows(runs) -> list[list]:
     return [[r.label, r.result.get("allocation", {}).get("name", "uniform"), r.result["ratio"],
              round(r.result["params_after"] / r.result["params_before"], 3), _round(r.result.get("ppl_compressed")),
              _round(r.result.get("kl_to_original"), 3), _round(r.result.get("top1_agreement"), 3),
-             round(r.result["seconds"], 1)] for r in runs]
+             round((r.result.get("timings") or {}).get("total", r.result["seconds"]), 1)] for r in runs]
 
 
 def _round(v, digits=2):
