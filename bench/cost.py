@@ -1,15 +1,16 @@
 """What a compressed model buys: SVD against weight-only quantisation at equal bytes, on the embedded model.
 
-    python bench/cost.py compress     # the best SVD setting at 10/20/30%, 3 calibration seeds, saved (bf16)
-    python bench/cost.py measure      # every variant: bytes held, WikiText-2 perplexity, prefill/decode tokens/s
-    python bench/cost.py table        # docs/results/cost.json from the measured files (then bench/tables.py)
+    python bench/cost.py compress [--seeds 0,1,2] [--ratios 0.1,0.2,0.3]   # the best SVD setting, saved (bf16)
+    python bench/cost.py measure [--seeds ...] [--ratios ...]   # every variant: bytes, ppl, prefill/decode tokens/s
+    python bench/cost.py table [--seeds ...] [--ratios ...]     # docs/results/cost.json from the measured files
 
 Rows: the dense model in float32 and bfloat16, int8 and int4 weight-only (torchao, no SVD), and aa-svd +
 `sensitivity` (measure 0.5, score kl, 2 search windows: the grid's best) at 10/20/30% as saved in bfloat16,
 alone and + int8. Perplexity is WikiText-2 test, the first 20 × 512 tokens (the README's protocol); the
-SVD rows are the mean ± std over calibration seeds 0, 1, 2. Speed is measured by `evaluate` (prefill of
-512 tokens, 16 decoded tokens after a 16-token prompt at batch 1 and 8, best of 3), one process per
-variant, alone on the machine; the SVD rows' speed is seed 0's. Run `measure` with nothing else running.
+SVD rows are the mean ± std over the calibration seeds given (one seed: its value). Speed is measured
+by `evaluate` (prefill of 512 tokens, 16 decoded tokens after a 16-token prompt at batch 1 and 8, best
+of 3), one process per variant, alone on the machine; the SVD rows' speed is the first seed's. Run
+`measure` with nothing else running.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "cost"
-RATIOS, SEEDS = (0.1, 0.2, 0.3), (0, 1, 2)
 TEXT = ["--eval", "wikitext2", "--eval-windows", "20", "--seq-len", "512"]
 BEST = ["--method", "aa-svd", "--allocation", "sensitivity", "--measure", "0.5", "--score", "kl",
         "--search-windows", "2", "--calib", "boolq", "--calib-samples", "32"]
@@ -39,21 +39,21 @@ def folder(ratio: float, seed: int) -> Path:
     return OUT / f"aa-svd-sensitivity-r{ratio:g}-s{seed}"
 
 
-def compress() -> None:
-    for seed in SEEDS:
-        for ratio in RATIOS:
+def compress(seeds: list[int], ratios: list[float]) -> None:
+    for seed in seeds:
+        for ratio in ratios:
             if not (folder(ratio, seed) / "manifest.json").exists():
                 cli("compress", *BEST, *TEXT, "--ratio", str(ratio), "--seed", str(seed), "--no-cost",
                     "--output", str(folder(ratio, seed)), "--force", "--json", str(folder(ratio, seed)) + ".json")
 
 
-def measure() -> None:
+def measure(seeds: list[int], ratios: list[float]) -> None:
     for name, flags in BASELINES.items():
         cli("evaluate", "--model", "smollm2-135m", *TEXT, *flags, "--json", str(OUT / f"{name}.json"))
-    for ratio in RATIOS:
-        for seed in SEEDS:
+    for ratio in ratios:
+        for seed in seeds:
             for quantize in ("none", "int8"):
-                cost = [] if seed == 0 else ["--no-cost"]
+                cost = [] if seed == seeds[0] else ["--no-cost"]
                 cli("evaluate", "--model", str(folder(ratio, seed)), *TEXT, "--quantize", quantize, *cost,
                     "--json", str(OUT / f"svd-r{ratio:g}-s{seed}-{quantize}.json"))
 
@@ -63,7 +63,7 @@ def read(name: str) -> dict:
 
 
 def row(label: str, runs: list[dict]) -> dict:
-    """One table row: bytes held, perplexity (mean ± std over the runs) and seed 0's speed."""
+    """One table row: bytes held, perplexity (mean ± std over the runs) and the first seed's speed."""
     cost, ppls = runs[0]["cost"], [r["ppl"] for r in runs]
     ppl = {"value": ppls[0]} if len(ppls) == 1 else {"mean": statistics.fmean(ppls), "std": statistics.stdev(ppls)}
     return {"variant": label, "mb": cost["bytes"]["held"] / 1e6, "ppl": ppl,
@@ -71,11 +71,11 @@ def row(label: str, runs: list[dict]) -> dict:
             "decode8": cost["decode_tokens_per_s_batch8"]}
 
 
-def table() -> None:
+def table(seeds: list[int], ratios: list[float]) -> None:
     rows = [row(name, [read(name)]) for name in BASELINES]
-    for ratio in RATIOS:
+    for ratio in ratios:
         for quantize, label in (("none", "bfloat16 factors"), ("int8", "bfloat16 factors + int8")):
-            runs = [read(f"svd-r{ratio:g}-s{seed}-{quantize}") for seed in SEEDS]
+            runs = [read(f"svd-r{ratio:g}-s{seed}-{quantize}") for seed in seeds]
             rows.append(row(f"aa-svd + sensitivity {ratio:.0%}, {label}", runs))
     columns = [{"key": "variant", "header": "variant"}, {"key": "mb", "header": "weights held (MB)", "format": "f0"},
                {"key": "ppl", "header": "WikiText-2 ppl", "format": "f1", "std_format": "f1"},
@@ -83,7 +83,8 @@ def table() -> None:
                {"key": "decode1", "header": "decode tokens/s, batch 1", "format": "f1"},
                {"key": "decode8", "header": "decode tokens/s, batch 8", "format": "f1"}]
     data = {"title": "SVD against weight-only quantisation at equal bytes (SmolLM2-135M)",
-            "command": ["python bench/cost.py compress", "python bench/cost.py measure", "python bench/cost.py table"],
+            "command": [f"python bench/cost.py {step} --seeds {','.join(map(str, seeds))} --ratios "
+                        f"{','.join(map(str, ratios))}" for step in ("compress", "measure", "table")],
             "commit": _commit(), "machine": "this project's CPU machine: 2 cores, 24 GiB, no GPU; float32 compute "
                                             "unless the row says bfloat16; measured alone on the machine",
             "columns": columns, "rows": rows}
@@ -96,9 +97,11 @@ def _commit() -> str:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=("compress", "measure", "table"))
+    parser.add_argument("--seeds", default="0,1,2", help="calibration seeds of the SVD rows")
+    parser.add_argument("--ratios", default="0.1,0.2,0.3", help="ratios of the SVD rows")
+    args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    step = sys.argv[1] if len(sys.argv) > 1 else ""
-    steps = {"compress": compress, "measure": measure, "table": table}
-    if step not in steps:
-        sys.exit(argparse.ArgumentParser(description=__doc__).format_usage() + "a step: compress, measure or table")
-    steps[step]()
+    step = {"compress": compress, "measure": measure, "table": table}[args.step]
+    step([int(s) for s in args.seeds.split(",")], [float(r) for r in args.ratios.split(",")])
