@@ -54,7 +54,8 @@ def measure(seeds: list[int], ratios: list[float]) -> None:
         for seed in seeds:
             for quantize in ("none", "int8"):
                 cost = [] if seed == seeds[0] else ["--no-cost"]
-                cli("evaluate", "--model", str(folder(ratio, seed)), *TEXT, "--quantize", quantize, *cost,
+                held = ["--dtype", "bfloat16"] if quantize == "none" else []     # as saved; int8 blocks: float32 rest
+                cli("evaluate", "--model", str(folder(ratio, seed)), *TEXT, "--quantize", quantize, *cost, *held,
                     "--json", str(OUT / f"svd-r{ratio:g}-s{seed}-{quantize}.json"))
 
 
@@ -72,9 +73,9 @@ def row(label: str, runs: list[dict]) -> dict:
 
 
 def table(seeds: list[int], ratios: list[float]) -> None:
-    rows = [row(name, [read(name)]) for name in BASELINES]
+    rows = [row(name if name.startswith("dense") else f"{name}, the rest float32", [read(name)]) for name in BASELINES]
     for ratio in ratios:
-        for quantize, label in (("none", "bfloat16 factors"), ("int8", "bfloat16 factors + int8")):
+        for quantize, label in (("none", "factors in bfloat16"), ("int8", "factors in int8, the rest float32")):
             runs = [read(f"svd-r{ratio:g}-s{seed}-{quantize}") for seed in seeds]
             rows.append(row(f"aa-svd + sensitivity {ratio:.0%}, {label}", runs))
     columns = [{"key": "variant", "header": "variant"}, {"key": "mb", "header": "weights held (MB)", "format": "f0"},
