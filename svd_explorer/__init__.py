@@ -10,10 +10,10 @@
 
 `ratio` is always the fraction of the compressed projections' parameters that is removed.
 """
-from . import logs  # noqa: F401 - first: quiets third-party import-time noise
 from .compress.allocation import get_allocation, list_allocations
 from .compress.methods import get_method, list_methods
 from .compress.pipeline import Cancelled, compress_model
+from .logs import QUIETED  # noqa: F401 - first: quiets third-party import-time noise
 from .model.blocks import find_layout
 from .model.loading import load_compressed, load_model
 from .model.lowrank import LowRankLinear, break_even_rank, rank_for_ratio

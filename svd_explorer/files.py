@@ -1,11 +1,17 @@
 """Where the project writes on its own (one cache folder, $SVD_EXPLORER_CACHE or the user's cache folder),
-and how it writes tensors there: whole files or none."""
+how it writes tensors there (whole files or none), and whether it serves the public ($SVD_EXPLORER_PUBLIC)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 from safetensors.torch import save_file
+
+
+def public_mode() -> bool:
+    """SVD_EXPLORER_PUBLIC set (the Dockerfile sets it): strangers use this server, so the app is strict and
+    nothing is ever uploaded with the server's token."""
+    return os.environ.get("SVD_EXPLORER_PUBLIC", "0") not in ("0", "", "false")
 
 
 def cache_dir(*parts: str) -> Path:

@@ -6,5 +6,7 @@ torch.compile change. Neither is anything a user of this package can act on; rea
 """
 import logging
 
-for name in ("torchao", "torch.utils._pytree"):
+QUIETED = ("torchao", "torch.utils._pytree")
+
+for name in QUIETED:
     logging.getLogger(name).setLevel(logging.ERROR)

@@ -179,9 +179,8 @@ def cost_figure(result: dict) -> go.Figure:
         return empty((result.get("cost") or {}).get("skipped") or "this run did not measure its serving cost")
     fig = _figure("A factorised layer's time against the dense layer's", "rank / parameter break-even rank mn/(m+n)",
                   "time of up·down ÷ time of W (below 1: faster)")
-    kept = _kept_ranks(result)
-    for i, t in enumerate(timings):
-        shapes = list(dict.fromkeys(tuple(x["shape"]) for x in timings))
+    kept, shapes = _kept_ranks(result), list(dict.fromkeys(tuple(t["shape"]) for t in timings))
+    for t in timings:
         color, prefill = COLORS[shapes.index(tuple(t["shape"])) % len(COLORS)], t["rows"] != 8
         x = [r / t["parameter_break_even"] for r in t["ranks"]]
         y = [v / t["dense_seconds"] for v in t["lowrank_seconds"]]

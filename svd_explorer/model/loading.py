@@ -43,7 +43,6 @@ class LoadedModel:
     #                                              the runs that compare against it (the app keeps the model)
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Configs: everything known before a weight is read
 # ---------------------------------------------------------------------------------------------

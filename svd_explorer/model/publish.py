@@ -6,21 +6,19 @@ folder is checked first, as loading would check it, so only a folder that loads 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from huggingface_hub import HfApi
 
 from ..errors import ConfigError
+from ..files import public_mode
 from .saved_folder import MANIFEST, MERGED_INFO, verify_compressed_folder
-
-PUBLIC_ENV = "SVD_EXPLORER_PUBLIC"
 
 
 def check_publishable(folder) -> str:
     """'factors' or 'merged': what the folder holds, verified; ConfigError when it is neither."""
     folder = Path(folder)
-    if os.environ.get(PUBLIC_ENV, "0") not in ("0", "", "false", "False"):
+    if public_mode():
         raise ConfigError("push is refused in public mode: a shared server never uploads with its own token")
     if (folder / MANIFEST).exists():
         verify_compressed_folder(folder)

@@ -180,7 +180,7 @@ def run(plan: Plan | RunConfig, *, loaded: LoadedModel | None = None, emit=None,
     check()
     emit("status", f"model: {lm.description}")
     with phases("text"):
-        texts = _Texts.draw(config, lm, emit, check)
+        texts = _Texts.draw(plan, lm, emit, check)
     forward = None
     if measure_forward:
         emit("status", "timing one plain forward over the calibration set")
@@ -203,9 +203,8 @@ def run(plan: Plan | RunConfig, *, loaded: LoadedModel | None = None, emit=None,
 
 def _save(out: RunRecord, config: RunConfig, compressed, tokenizer, emit) -> None:
     emit("status", f"saving to {config.output}" + (" (merged into dense weights)" if config.merge else ""))
-    save = save_merged if config.merge else save_compressed
-    save(compressed, tokenizer, config.output, manifest_info(out), config.save_dtype)
-    out.output, out.output_bytes = str(config.output), folder_bytes(config.output)
+    out.output = str(config.output)
+    out.output_bytes = export(out, compressed, tokenizer, config.output, config.save_dtype, config.merge)
 
 
 def _model_and_placement(plan: Plan, loaded: LoadedModel | None, emit) -> tuple[LoadedModel, Placement]:
@@ -226,19 +225,22 @@ class _Texts:
     prep_seconds: float
     eval_ids: torch.Tensor | None
     eval_desc: str
+    eval_source: str
 
     @classmethod
-    def draw(cls, config: RunConfig, lm: LoadedModel, emit, check) -> "_Texts":
+    def draw(cls, plan: Plan, lm: LoadedModel, emit, check) -> "_Texts":
+        """The windows of the sources the plan resolved (the run reads what its plan decided)."""
+        config = plan.config
         clock = Clock()
         emit("status", "preparing the calibration text")
-        calib = calibration_windows(lm, config.calib, config.calib_samples, config.seq_len, config.seed, emit)
+        calib = calibration_windows(lm, plan.calibration, config.calib_samples, config.seq_len, config.seed, emit)
         prep = clock.seconds()
         emit("status", f"calibration: {calib[1]}")
         check()
         emit("status", "preparing the evaluation text")
-        evaluation = evaluation_windows(lm, config.eval_source, config.eval_windows, config.seq_len, config.seed, emit)
+        evaluation = evaluation_windows(lm, plan.evaluation, config.eval_windows, config.seq_len, config.seed, emit)
         emit("status", f"evaluation: {evaluation[1]}")
-        return cls(*calib, prep, *evaluation)
+        return cls(*calib, prep, *evaluation, plan.evaluation)
 
 
 def _compress(plan: Plan, lm, placement, texts: _Texts, emit, check, cancel, phases: Phases):
@@ -287,7 +289,7 @@ def _record(config: RunConfig, lm: LoadedModel, record, placement: Placement, te
         calib_prep_seconds=texts.prep_seconds, placement=placement.describe(), device=str(passes.device),
         dtype=str(passes.stream_dtype).removeprefix("torch."), linalg=describe_linalg(passes.device),
         versions=versions(), original_bytes=lm.file_bytes,
-        evaluation={"source": resolve_evaluation(config.eval_source), "description": texts.eval_desc,
+        evaluation={"source": texts.eval_source, "description": texts.eval_desc,
                     "windows": 0 if texts.eval_ids is None else len(texts.eval_ids), "seq_len": config.seq_len})
 
 

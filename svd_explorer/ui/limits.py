@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, fields, replace
 
 from ..errors import ConfigError
+from ..files import public_mode
 from ..model.blocks import count_parameters, meta_model
 from ..model.hub import EMBEDDED
 from ..model.loading import read_config, source_kind
@@ -65,7 +66,7 @@ class Limits:
 
     @classmethod
     def from_env(cls, public: bool | None = None) -> "Limits":
-        public = os.environ.get("SVD_EXPLORER_PUBLIC", "0") not in ("0", "", "false") if public is None else public
+        public = public_mode() if public is None else public
         values = {name: _env_int(var) for name, (var, _, _) in BOUNDS.items() if var in os.environ}
         models = tuple(m.strip() for m in os.environ.get("SVD_EXPLORER_MODELS", ",".join(PUBLIC_MODELS)).split(",")
                        if m.strip())
