@@ -11,6 +11,7 @@ ENV HOME=/home/user \
     HF_HOME=/home/user/.cache/huggingface \
     SVD_EXPLORER_CACHE=/home/user/.cache/svd-explorer \
     SVD_EXPLORER_PUBLIC=1 \
+    SVD_EXPLORER_STATS_CACHE_GB=3 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 \
     GRADIO_SERVER_NAME=0.0.0.0 \

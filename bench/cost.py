@@ -10,7 +10,7 @@ alone and + int8. Perplexity is WikiText-2 test, the first 20 × 512 tokens (the
 SVD rows are the mean ± std over the calibration seeds given (one seed: its value). Speed is measured
 by `evaluate` (prefill of 512 tokens, 16 decoded tokens after a 16-token prompt at batch 1 and 8, best
 of 3), one process per variant, alone on the machine; the SVD rows' speed is the first seed's. Run
-`measure` with nothing else running.
+`measure` with nothing else running; it measures only what has no file in bench/results/cost/ yet.
 """
 from __future__ import annotations
 
@@ -48,15 +48,21 @@ def compress(seeds: list[int], ratios: list[float]) -> None:
 
 
 def measure(seeds: list[int], ratios: list[float]) -> None:
+    """Every variant not measured yet (a file in bench/results/cost/ is kept: delete it to measure again)."""
     for name, flags in BASELINES.items():
-        cli("evaluate", "--model", "smollm2-135m", *TEXT, *flags, "--json", str(OUT / f"{name}.json"))
+        evaluate(OUT / f"{name}.json", "--model", "smollm2-135m", *TEXT, *flags)
     for ratio in ratios:
         for seed in seeds:
             for quantize in ("none", "int8"):
                 cost = [] if seed == seeds[0] else ["--no-cost"]
                 held = ["--dtype", "bfloat16"] if quantize == "none" else []     # as saved; int8 blocks: float32 rest
-                cli("evaluate", "--model", str(folder(ratio, seed)), *TEXT, "--quantize", quantize, *cost, *held,
-                    "--json", str(OUT / f"svd-r{ratio:g}-s{seed}-{quantize}.json"))
+                evaluate(OUT / f"svd-r{ratio:g}-s{seed}-{quantize}.json", "--model", str(folder(ratio, seed)), *TEXT,
+                         "--quantize", quantize, *cost, *held)
+
+
+def evaluate(result: Path, *args: str) -> None:
+    if not result.exists():
+        cli("evaluate", *args, "--json", str(result))
 
 
 def read(name: str) -> dict:

@@ -23,6 +23,11 @@ def cache_dir(*parts: str) -> Path:
     return folder
 
 
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under `folder` (0 when it does not exist)."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.exists() else 0
+
+
 def write_atomically(path: Path, write) -> None:
     """write(partial) a file beside `path`, then rename it onto `path`: a reader (another run sharing the
     cache) never sees half a file, and a write that fails (a full disk) leaves nothing behind and raises."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,21 +138,47 @@ def text_file(tmp_path_factory):
 TINY_APP = {"calib_samples": 4, "seq_len": 32, "eval_windows": 2}
 
 
-def launch_app(tiny_folder, limits=None):
+GALLERY_PROMPTS = ["Hi", "Tell me"]
+
+
+@pytest.fixture(scope="session")
+def tiny_gallery(tiny_folder, tmp_path_factory):
+    """A gallery made as bench/gallery.py makes one, from real runs on the tiny folder model (the answers
+    are made up: what is tested is that the page shows what the file holds)."""
+    from svd_explorer.run.config import with_preset
+    from svd_explorer.run.engine import run
+    from svd_explorer.study import gallery
+
+    runs = []
+    for method, ratio in (("svd", 0.2), ("asvd", 0.2), ("svd-llm", 0.2), ("svd-llm", 0.4)):
+        config = with_preset("demo", model=str(tiny_folder), method=method, ratio=ratio, calib="self", calib_samples=4,
+                             seq_len=32, eval_windows=2, stats_cache="off")
+        result = run(config, measure_forward=False).record.to_dict()
+        runs.append({"name": gallery.entry_name(method, "auto", ratio), "label": f"gallery · {method} {ratio}",
+                     "result": result, "answers": [f"{method} {ratio} says {p}" for p in GALLERY_PROMPTS]})
+    path = tmp_path_factory.mktemp("gallery") / "gallery.json.gz"
+    made = {"command": "tests/conftest.py", "commit": "test", "machine": "this one", "date": "today",
+            "settings": "tiny"}
+    gallery.pack(path, made, GALLERY_PROMPTS, ["original says Hi", "original says Tell me"], runs, "svd-llm/auto/0.2")
+    return path
+
+
+def launch_app(tiny_folder, limits=None, gallery=None):
     from svd_explorer.ui import build_demo
 
-    demo = build_demo(default_model=str(tiny_folder), preload=True, defaults=TINY_APP, limits=limits)
+    demo = build_demo(default_model=str(tiny_folder), preload=True, defaults=TINY_APP, limits=limits,
+                      gallery=gallery or Path("/nonexistent/gallery.json.gz"))
     demo.queue(max_size=64).launch(prevent_thread_lock=True, quiet=True,
                                    max_file_size=f"{demo.limits.upload_mb}mb")
     return demo
 
 
 @pytest.fixture(scope="session")
-def app(tiny_folder):
+def app(tiny_folder, tiny_gallery):
     """The app launched in-process on the tiny local model, with tiny calibration settings; refinement may
     be long enough that a job is surely still running when a test presses Stop."""
     from svd_explorer.ui.limits import Limits
 
-    demo = launch_app(tiny_folder, limits=Limits.of(False, refine_steps=100_000))
+    demo = launch_app(tiny_folder, limits=Limits.of(False, refine_steps=100_000), gallery=tiny_gallery)
     yield demo
     demo.close()

@@ -8,7 +8,7 @@ import pytest
 from conftest import launch_app
 
 from svd_explorer.errors import ConfigError
-from svd_explorer.ui.layout import COMPRESS, DOWNLOAD
+from svd_explorer.ui.layout import COMPRESS, DOWNLOAD, FIGURES
 from svd_explorer.ui.limits import BOUNDS, PUBLIC_MODELS, Limits
 
 
@@ -86,7 +86,7 @@ def test_a_job_past_the_time_limit_ends_with_the_reason(public_app):
 
 def test_a_full_queue_says_so_and_the_page_keeps_answering(public_app):
     clients = [client(public_app) for _ in range(4)]
-    jobs = [compress(c, method="aa-svd", refine_steps=2000) for c in clients]
+    jobs = [compress(c, method="aa-svd", refine_steps=2000, ratio=0.2 + 0.05 * i) for i, c in enumerate(clients)]
     finals = [last(j)["status"] for j in jobs]
     assert any("the Space is busy" in s for s in finals)
     assert all(s.startswith(("Stopped", "Done", "Error: the Space is busy")) for s in finals), finals
@@ -117,7 +117,8 @@ def visitor(app, index: int, outcomes: list) -> None:
         if not status.startswith("Done"):
             outcomes.append(("limited", status))
             return
-        original, compressed = c.predict(api_name="/generate", run_box=None, prompt="Hi", new_tokens=8, temperature=0)
+        original, compressed, _ = c.predict(api_name="/generate", run_box=None, prompt="Hi", new_tokens=8,
+                                            temperature=0)
         outcomes.append(("done", status, compressed, download(c)))
     except Exception as err:  # noqa: BLE001 - recorded, then asserted on
         outcomes.append(("error", repr(err)))
@@ -220,3 +221,41 @@ def test_an_expired_download_is_deleted_on_a_clock(tmp_path):
     while folder.exists() and time.time() < deadline:     # nobody prepares another download meanwhile
         time.sleep(0.2)
     assert not folder.exists() and run.id not in store.downloads
+
+
+def classroom_visitor(app, outcomes: list, shown: str) -> None:
+    """One pupil: the gallery's figures, then Compress with the page's defaults."""
+    c = client(app)
+    try:
+        clock = time.perf_counter()
+        figures = dict(zip(FIGURES, c.predict(api_name="/show_run", run_box=shown, block_box=0, kind_box=None,
+                                              depth_metric="rel_error", compare_metric="ppl_compressed",
+                                              beside_box=[])))
+        seconds = time.perf_counter() - clock
+        outcomes.append((seconds, "Precomputed" in figures["metrics"], last(compress(c, method="svd-llm"))["status"]))
+    except Exception as err:  # noqa: BLE001 - recorded, then asserted on
+        outcomes.append((None, False, repr(err)))
+    finally:
+        c.close()
+
+
+def test_a_classroom_pressing_compress_together_costs_one_compression(tiny_folder, tiny_gallery):
+    """Six visitors, the page's defaults, within a second: one job; the others follow it and get its model."""
+    limits = public_limits(tiny_folder, job_seconds=120, queue=2)          # a queue of 2 could not hold 6 jobs
+    demo = launch_app(tiny_folder, limits, gallery=tiny_gallery)
+    try:
+        outcomes: list = []
+        threads = [threading.Thread(target=classroom_visitor, args=(demo, outcomes, "gallery:svd-llm/auto/0.2"))
+                   for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert len(outcomes) == 6 and all(shown for _, shown, _ in outcomes), outcomes
+        assert all(status.startswith("Done") for _, _, status in outcomes), outcomes
+        assert all(seconds < 5 for seconds, _, _ in outcomes)
+        runs = list(demo.store.runs.values())
+        assert len(runs) == 6 and len({id(r.model) for r in runs}) == 1      # one compression, one model held
+        assert sum("served you both" in s or "Done at once" in s for _, _, s in outcomes) == 5
+    finally:
+        demo.close()

@@ -263,13 +263,13 @@ def comparison_figure(rows: list[dict], metric: str = "ppl_compressed") -> go.Fi
                   yaxis_type="log" if metric == "ppl_compressed" else "linear")
     fig.update_layout(margin=dict(l=60, r=20, t=70, b=50))
     sets = list(dict.fromkeys(evaluation_set(r) for r in rows))
-    for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
-        mine = [r for r in rows if r["method"] == method and _finite(r.get(metric))]
+    for i, name in enumerate(dict.fromkeys(series(r) for r in rows)):
+        mine = [r for r in rows if series(r) == name and _finite(r.get(metric))]
         if mine:
             fig.add_trace(go.Scatter(
                 x=[r["params_after"] / r["params_before"] for r in mine], y=[r[metric] for r in mine],
-                mode="markers+text", name=method, text=[f"{r['ratio']:g}" for r in mine], textposition="middle right",
-                marker=dict(size=12, color=method_color(method, i),
+                mode="markers+text", name=name, text=[f"{r['ratio']:g}" for r in mine], textposition="middle right",
+                marker=dict(size=12, color=method_color(mine[0]["method"], i),
                             symbol=[SYMBOLS[sets.index(evaluation_set(r)) % len(SYMBOLS)] for r in mine])))
     if not fig.data:
         return empty("runs with an evaluation appear here")
@@ -281,6 +281,12 @@ def comparison_figure(rows: list[dict], metric: str = "ppl_compressed") -> go.Fi
                                                                   for k, name in enumerate(sets)) + "</sup>"))
     _proportional_axes(fig, rows, metric)
     return readable_log_axis(fig) if metric == "ppl_compressed" else fig
+
+
+def series(row: dict) -> str:
+    """The line a run belongs to in a comparison: its method, and its allocation unless the method's own."""
+    allocation = (row.get("config") or {}).get("allocation", "auto")
+    return row["method"] + ("" if allocation == "auto" else f" + {allocation}")
 
 
 def evaluation_set(row: dict) -> str:

@@ -6,6 +6,11 @@ one queue (the CPU is shared), bounded by `max_jobs`, so a waiting visitor sees 
 queued job that is stopped ends at once; a running one at its next check. A job that runs longer than
 `time_limit` seconds is stopped with that reason. Whatever happens inside, a job ends as done, failed
 (with its message) or cancelled, and its session is free again.
+
+Identical requests share one job: a job submitted with a `key` (what was asked) that equals a job still
+queued or running gains a follower instead of a place in the queue. A follower who leaves (Stop, or the
+page closed) stops only their own following; the job is stopped when its last follower leaves. A classroom
+pressing Compress with the same settings thus costs one compression.
 """
 from __future__ import annotations
 
@@ -29,8 +34,10 @@ class Busy(RuntimeError):
 
 @dataclass
 class Job:
-    session: str
+    session: str                    # who submitted it
     kind: str
+    key: str | None = None          # what was asked; equal keys share the job
+    followers: set = field(default_factory=set)    # sessions waiting for the result (the submitter included)
     id: int = field(default_factory=lambda: next(_ids))
     status: str = "queued"          # queued, running, done, failed, cancelled
     result: object = None
@@ -42,6 +49,9 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     events: list = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self):
+        self.followers.add(self.session)
 
     def emit(self, kind: str, data) -> None:
         with self._lock:
@@ -83,18 +93,32 @@ class JobManager:
 
     def active(self, session: str) -> Job | None:
         with self.lock:
-            return next((j for j in self.jobs.values() if j.session == session and not j.done), None)
+            return next((j for j in self.jobs.values() if session in j.followers and not j.done), None)
 
-    def submit(self, session: str, kind: str, fn) -> Job:
-        """Queue fn(job); raises Busy if this session has a job that has not finished or the queue is full."""
+    def check_free(self, session: str) -> None:
+        """Raise Busy when the session already has a job that has not finished."""
         with self.lock:
-            if any(j.session == session and not j.done for j in self.jobs.values()):
-                raise Busy("a job is already running in this session: wait for it or press Stop")
+            self._check_free(session)
+
+    def _check_free(self, session: str) -> None:
+        if any(session in j.followers and not j.done for j in self.jobs.values()):
+            raise Busy("a job is already running in this session: wait for it or press Stop")
+
+    def submit(self, session: str, kind: str, fn, key: str | None = None) -> Job:
+        """Queue fn(job), or follow the unfinished job submitted with the same `key`; raises Busy if this
+        session has a job that has not finished or the queue is full."""
+        with self.lock:
+            self._check_free(session)
+            same = next((j for j in self.jobs.values() if key is not None and j.key == key and not j.done
+                         and not j.cancel.is_set()), None)
+            if same is not None:
+                same.followers.add(session)
+                return same
             waiting = sum(1 for j in self.jobs.values() if not j.done)
             if self.max_jobs is not None and waiting >= self.max_jobs:
                 raise Busy(f"the Space is busy: {waiting} jobs are running or waiting (the limit); try again in a "
                            f"few minutes")
-            job = Job(session, kind)
+            job = Job(session, kind, key)
             self.jobs[job.id] = job
         self.executor.submit(self._run, job, fn)
         return job
@@ -140,21 +164,35 @@ class JobManager:
             if job.status == "queued":
                 job.status, job.finished = "cancelled", time.time()
 
+    def leave(self, job: Job, session: str, reason: str = "you pressed Stop") -> None:
+        """The session stops following the job; the job itself is stopped when no follower is left."""
+        with self.lock:
+            job.followers.discard(session)
+            alone = not job.followers
+        if alone:
+            self.cancel(job, reason)
+
     def cancel_session(self, session: str, reason: str = "you pressed Stop") -> Job | None:
-        """Cancel the session's queued or running job; returns it (None when there was none)."""
+        """Stop following the session's queued or running job; returns it (None when there was none)."""
         job = self.active(session)
         if job is not None:
-            self.cancel(job, reason)
+            self.leave(job, session, reason)
         return job
 
-    def discard(self, job: Job) -> None:
-        """Forget a finished job (its result, and anything it holds)."""
+    def discard(self, job: Job, session: str | None = None) -> None:
+        """The session has read a finished job's result; the job (and what it holds) is forgotten once every
+        follower has (at once without a session)."""
         with self.lock:
             if job.done:
-                self.jobs.pop(job.id, None)
+                job.followers.discard(session) if session else job.followers.clear()
+                if not job.followers:
+                    self.jobs.pop(job.id, None)
 
     def forget(self, session: str) -> None:
-        """Drop a session's finished jobs (their results and models)."""
+        """Drop the session from finished jobs; jobs nobody follows any more go (their results and models)."""
         with self.lock:
-            for key in [k for k, j in self.jobs.items() if j.session == session and j.done]:
-                del self.jobs[key]
+            for key, job in list(self.jobs.items()):
+                if job.done:
+                    job.followers.discard(session)
+                    if not job.followers:
+                        del self.jobs[key]

@@ -11,12 +11,14 @@ import threading
 import time
 from pathlib import Path
 
+from ..cache.statistics import size_limit
 from ..compress.allocation import ALLOCATIONS, allocation_for
 from ..compress.budget import budget_summary, embedding_counts
 from ..compress.methods import REGISTRY, FigureTab
 from ..compress.pipeline import Cancelled, cancel_check
 from ..errors import ConfigError, ModelLoadError
 from ..figures import plots
+from ..files import cache_dir, folder_bytes
 from ..model.blocks import count_parameters, find_layout, meta_model
 from ..model.hub import EMBEDDED, hub_reachable
 from ..model.loading import read_config
@@ -33,8 +35,8 @@ from ..study.comparison import ComparisonError, aggregate, read_folder, read_zip
 from ..text.generation import side_by_side
 from ..text.sources import DataError, check_source, data_dir, resolve_evaluation
 from ..text.zero_shot import available_tasks
-from . import texts
-from .state import Store
+from . import starts, texts
+from .state import GALLERY_PREFIX, Store
 
 LIVE = "live"                       # the run box's value while a run is in progress
 TICK = 0.5                          # seconds between two updates of a followed job
@@ -87,7 +89,7 @@ def page_plan(store: Store, v: dict) -> Plan:
         refine=v["refine"], refine_steps=int(v["refine_steps"]), refine_lr=float(v["refine_lr"]),
         refine_batch=int(v["refine_batch"]), calib=calib, calib_samples=int(v["calib_samples"]),
         seq_len=int(v["seq_len"]), eval_source="auto" if windows else "none", eval_windows=windows,
-        stats_cache="off" if limits.public else None)
+        stats_cache="off" if limits.public and v["calib_file"] else None)     # a stranger's file is never kept
     return plan(config, limits.token)
 
 
@@ -174,6 +176,13 @@ def upload_checked(store: Store, session: str, calib_file) -> dict:
                                   f"calibration text."}
 
 
+def disk(store: Store, session: str) -> dict:
+    """What the statistics cache holds on this server's disk, and its bound (the page says it before a run
+    writes there)."""
+    return {"disk_info": texts.disk_markdown(folder_bytes(cache_dir("stats")), size_limit(),
+                                             None if store.limits.public else str(cache_dir("stats")))}
+
+
 def calibration_choices() -> list[tuple[str, str]]:
     choices = []
     if data_dir() is not None:
@@ -211,16 +220,16 @@ def task_choices(store: Store) -> tuple[list[str], str]:
 # Following a job: the one loop every long action uses
 # ---------------------------------------------------------------------------------------------
 
-def follow(store: Store, job):
+def follow(store: Store, session: str, job):
     """Yield the job every TICK seconds until it ends, then once more. If the visitor goes away (the
-    generator is closed), the job is stopped."""
+    generator is closed), they stop following it (the job stops when nobody else follows it)."""
     try:
-        while not job.done:
+        while not job.done and session in job.followers:
             yield job
             time.sleep(TICK)
         yield job
     except GeneratorExit:
-        store.jobs.cancel(job, "the page was closed")
+        store.jobs.leave(job, session, "the page was closed")
         raise
 
 
@@ -240,7 +249,9 @@ def stop(store: Store, session: str, status: str | None = None) -> dict:
     job = store.jobs.active(session)
     if job is None:
         return {"status": SKIP if status and status != texts.READY else "Nothing is running."}
-    store.jobs.cancel(job)
+    store.jobs.leave(job, session)
+    if job.followers:
+        return {"status": "You stopped following this run; it goes on for the other visitors who asked for it."}
     return {"status": "Stopping… (the job ends at its next step, within seconds)"}
 
 
@@ -292,31 +303,59 @@ def partial_result(job, method: str) -> dict:
                              "cosine_distance": b["cosine_distance"]} for b in blocks]}
 
 
+def request_key(config) -> str:
+    """What a visitor asked for, as text: two requests with equal keys get the same run."""
+    return json.dumps(config.to_dict(), sort_keys=True, default=str)
+
+
 def compress(store: Store, session: str, **v):
-    """Validate, queue, follow (with live figures), then show the finished run."""
+    """Validate, queue (or join an identical run), follow (with live figures), then show the finished run."""
     try:
         checked = page_plan(store, v)
-        config = checked.config
-        job = store.jobs.submit(session, "compress", compress_work(store, checked))
+        config, key = checked.config, request_key(checked.config)
+        label = store.next_label(session, config.label())
+        store.jobs.check_free(session)
+        shared = store.finished(key)
+        if shared is not None:
+            yield _shared_result(store, session, shared, label)
+            return
+        job = store.jobs.submit(session, "compress", compress_work(store, checked), key=key)
     except PROBLEMS as err:
         yield {"status": f"Error: {message(err)}"} | beside(err)
         return
-    label = store.next_label(session, config.label())
     live = _run_choices(store, session) + [(f"{label} (running)", LIVE)]
-    yield {"status": texts.job_status(job, store.jobs.position(job), None), "ratio_message": "",
-           "model_message": "", "run_box": {"__type__": "update", "choices": live, "value": LIVE}}
+    yield {"status": texts.job_status(job, store.jobs.position(job), None),
+           "ratio_message": "", "model_message": "", "run_box": {"__type__": "update", "choices": live, "value": LIVE}}
     total, drawn = None, 0
-    for _ in follow(store, job):
+    for _ in follow(store, session, job):
         total = total or _total_projections(job)
         partial = partial_result(job, config.method)
         yield _live_view(store, session, job, total, v, partial, len(partial["layers"]) > drawn)
         drawn = len(partial["layers"])
-    yield _finish(store, session, job, config, label)
+    yield _finish(store, session, job, config, label, key)
 
 
 def _total_projections(job) -> int | None:
     start = next((data for _, kind, data in job.events_since(0) if kind == "start"), None)
     return len(start["plan"]) if start else None
+
+
+def _shared_result(store: Store, session: str, shared, label: str) -> dict:
+    """The same request finished for another visitor and its model is still held: this visitor gets it."""
+    run = store.add(session, label, shared.source, shared.result, shared.model, shared.tokenizer, shared.record,
+                    shared.key)
+    return {"status": f"Done at once: another visitor asked for exactly this run "
+                      f"{texts.duration(int(time.time() - shared.created))} ago and its result is shared; it was "
+                      f"computed {_result_line(run.result, 0)}", "ratio_message": "", "model_message": "",
+            "run_box": {"__type__": "update", "choices": _run_choices(store, session), "value": run.id}}
+
+
+def _result_line(result: dict, seconds: float) -> str:
+    """'in 96 s: text 3, compression 80, evaluation 13. Perplexity 34.2 → 51.0.'"""
+    line = f"in {describe(result.get('timings')) or format(seconds, '.0f') + ' s'}."
+    if result.get("ppl_compressed") is not None:
+        line += f" Perplexity {result['ppl_original']:.1f} → {result['ppl_compressed']:.1f}."
+    return line
 
 
 def _live_view(store: Store, session: str, job, total, v, partial: dict, redraw: bool) -> dict:
@@ -333,9 +372,11 @@ def _live_view(store: Store, session: str, job, total, v, partial: dict, redraw:
     return out
 
 
-def _finish(store: Store, session: str, job, config, label: str) -> dict:
-    problem = ended(job)
-    store.jobs.discard(job)
+def _finish(store: Store, session: str, job, config, label: str, key: str) -> dict:
+    left = session not in job.followers
+    problem = "You stopped following the run; it goes on for the other visitors who asked for it." if left and \
+        not job.done else ended(job)
+    store.jobs.discard(job, session)
     if problem is not None:
         latest = store.get(session, None)
         return {"status": problem, "run_box": {"__type__": "update", "choices": _run_choices(store, session),
@@ -343,10 +384,10 @@ def _finish(store: Store, session: str, job, config, label: str) -> dict:
     record, model, tokenizer = job.result
     without_server_paths(record)
     result = record.to_dict()
-    run = store.add(session, label, config.model, result, model, tokenizer, record)
-    done = f"Done in {describe(result.get('timings')) or format(job.elapsed, '.0f') + ' s'}."
-    if result.get("ppl_compressed") is not None:
-        done += f" Perplexity {result['ppl_original']:.1f} → {result['ppl_compressed']:.1f}."
+    run = store.add(session, label, config.model, result, model, tokenizer, record, key)
+    done = f"Done {_result_line(result, job.elapsed)}"
+    if job.session != session:
+        done += " (An identical run another visitor asked for: one compression served you both.)"
     return {"status": done, "run_box": {"__type__": "update", "choices": _run_choices(store, session),
                                         "value": run.id}}
 
@@ -361,7 +402,55 @@ def without_server_paths(record) -> None:
 
 
 def _run_choices(store: Store, session: str) -> list[tuple[str, str]]:
-    return [(r.label, r.id) for r in store.session_runs(session)]
+    """The session's runs, then the gallery's."""
+    return [(r.label, r.id) for r in store.session_runs(session)] + gallery_choices(store)
+
+
+def gallery_choices(store: Store) -> list[tuple[str, str]]:
+    return [(r.label, r.id) for r in store.gallery_runs.values()]
+
+
+# ---------------------------------------------------------------------------------------------
+# The gallery and the starting points
+# ---------------------------------------------------------------------------------------------
+
+def opened(store: Store, session: str) -> dict:
+    """The page just opened: the gallery's default run is shown, the other methods at its budget beside it;
+    without a gallery the status says why in one line."""
+    gallery = store.gallery
+    if gallery is None or not gallery.entries:
+        return {"status": f"{texts.READY} (No precomputed gallery: {store.gallery_problem or 'it is empty'}.)",
+                "run_box": _choices_update(store, session, None)}
+    shown = gallery.entry(gallery.default) or gallery.entries[0]
+    beside = [e.name for e in gallery.entries if e.result["ratio"] == shown.result["ratio"] and e.name != shown.name
+              and e.result.get("config", {}).get("allocation") == "auto"]
+    return _showing(store, session, shown.name, beside) | {"status": texts.gallery_status(shown.label)}
+
+
+def start(store: Store, session: str, title: str) -> dict:
+    """A starting point: its run shown, its others beside it, the controls set to its setting."""
+    chosen = next((s for s in starts.available(store.gallery) if s.title == title), None)
+    if chosen is None:
+        return {"start_info": "This starting point needs the gallery, which is not installed here."}
+    result = store.gallery.entry(chosen.shown).result
+    return _showing(store, session, chosen.shown, list(chosen.beside)) | {
+        "start_info": f"**{chosen.title}.** {chosen.look}", "method": result["method"], "ratio": result["ratio"],
+        "allocation": result.get("config", {}).get("allocation", "auto")}
+
+
+def _showing(store: Store, session: str, shown: str, beside: list[str]) -> dict:
+    return {"run_box": _choices_update(store, session, GALLERY_PREFIX + shown),
+            "beside_box": {"__type__": "update", "choices": gallery_choices(store),
+                           "value": [GALLERY_PREFIX + name for name in beside]}}
+
+
+def _choices_update(store: Store, session: str, value) -> dict:
+    return {"__type__": "update", "choices": _run_choices(store, session), "value": value}
+
+
+def beside_runs(store: Store, beside_box) -> list:
+    """The gallery runs chosen to be drawn beside the run shown (unknown ids are ignored)."""
+    return [store.gallery_runs[i] for i in (beside_box or []) if isinstance(i, str) and i in store.gallery_runs]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,10 +475,14 @@ def plugin_tabs() -> list[FigureTab]:
     return list({tab.title: tab for cls in REGISTRY.values() for tab in cls.figures}.values())
 
 
-def show(store: Store, session: str, run_box, block_box, kind_box, depth_metric, compare_metric) -> dict:
-    """Every figure of the run shown, and the comparison of the session's runs."""
-    runs = store.session_runs(session)
+def show(store: Store, session: str, run_box, block_box, kind_box, depth_metric, compare_metric,
+         beside_box=None) -> dict:
+    """Every figure of the run shown, and the comparison of the session's runs, the gallery runs drawn
+    beside it and the gallery run shown."""
     run = store.get(session, run_box) if run_box != LIVE else None
+    runs = beside_runs(store, beside_box) + store.session_runs(session)
+    if run is not None and run.entry is not None and run not in runs:
+        runs.append(run)
     compare = {"compare_plot": _comparison(store, session, runs, compare_metric),
                "history": texts.history_rows(runs)}
     if run is None:
@@ -402,9 +495,10 @@ def show(store: Store, session: str, run_box, block_box, kind_box, depth_metric,
     r = run.result
     block = int(block_box or 0)
     kind = kind_box or (plots.kinds(r) or [None])[0]
-    others = [(x.label, x.result) for x in runs if x.id != run.id][-4:]
+    others = [(x.label, x.result) for x in runs if x.id != run.id][-6:]
     return compare | {
-        "metrics": texts.metrics_markdown(run.label, r), "spectrum_plot": plots.spectrum_figure(r, block, kind),
+        "metrics": texts.metrics_markdown(run.label, r, store.gallery.describe() if run.entry else None),
+        "spectrum_plot": plots.spectrum_figure(r, block, kind),
         "depth_plot": plots.depth_figure(others + [(run.label, r)], depth_metric or "rel_error"),
         "heatmap_plot": plots.error_heatmap(r), "rank_plot": plots.rank_depth_figure(others + [(run.label, r)]),
         "refine_plot": plots.refine_figure(r, block), "cost_table": texts.cost_markdown(r),
@@ -446,6 +540,9 @@ def open_sweep(store: Store, session: str, sweep_folder, sweep_zip, compare_metr
 
 def generate(store: Store, session: str, run_box, prompt, new_tokens, temperature):
     run = store.get(session, run_box) if run_box != LIVE else None
+    if run is not None and run.entry is not None:
+        yield stored_answers(store, run, prompt or "")
+        return
     model = run.model if run is not None else None      # one reference: the store may release it meanwhile
     if model is None:
         why = "run a compression first" if run is None else \
@@ -454,26 +551,42 @@ def generate(store: Store, session: str, run_box, prompt, new_tokens, temperatur
         return
     try:
         store.limits.check_values(new_tokens=new_tokens, prompt_chars=len(prompt or ""))
-        yield {"original_out": "(loading the original model…)", "compressed_out": "(waiting for the original…)"}
+        yield {"original_out": "(loading the original model…)", "compressed_out": "(waiting for the original…)",
+               "generate_note": ""}
         original = store.models.get(run.source, store.limits.token)
         yield {"original_out": "(generating…)", "compressed_out": "(generating…)"}
         seen = ["", ""]
         for seen in side_by_side([original.model, model], run.tokenizer, prompt or "", int(new_tokens),
                                  float(temperature or 0)):
             yield {"original_out": seen[0], "compressed_out": seen[1] or "(nothing yet…)"}
-        yield {"original_out": seen[0] or "(the model stopped at once: it emitted an end token)",
-               "compressed_out": seen[1] or "(the model stopped at once: it emitted an end token)"}
+        yield {"original_out": seen[0] or EMPTY_ANSWER, "compressed_out": seen[1] or EMPTY_ANSWER}
     except Exception as err:  # noqa: BLE001 - whatever went wrong, the page says it in one line
         if not isinstance(err, PROBLEMS):
             LOG.exception("generation failed")
         yield {"original_out": f"Error: {message(err)}", "compressed_out": f"Error: {message(err)}"}
 
 
+def stored_answers(store: Store, run, prompt: str) -> dict:
+    """A gallery run's greedy answers to an example prompt (it has no model to generate with)."""
+    pair = store.gallery.answer(run.entry, prompt)
+    if pair is None:
+        why = ("(a precomputed run answers only the example prompts below: pick one, or press Compress to run this "
+               "setting here and talk to it)")
+        return {"original_out": why, "compressed_out": why}
+    return {"original_out": pair[0] or EMPTY_ANSWER, "compressed_out": pair[1] or EMPTY_ANSWER,
+            "generate_note": "Stored answers of a precomputed run: greedy, the new-token and temperature controls "
+                             "do not apply (press Compress to run this setting here and talk to it)."}
+
+
+EMPTY_ANSWER = "(the model stopped at once: it emitted an end token)"
+
+
 def zero_shot(store: Store, session: str, run_box, tasks, limit):
     run = store.get(session, run_box) if run_box != LIVE else None
     model = run.model if run is not None else None
     if model is None:
-        yield {"zero_status": "Run a compression first (one whose model is still in memory)."}
+        yield {"zero_status": "Run a compression first (one whose model is still in memory; a precomputed gallery "
+                              "run holds no model)."}
         return
     try:
         store.limits.check_values(zero_shot_limit=limit)
@@ -485,10 +598,10 @@ def zero_shot(store: Store, session: str, run_box, tasks, limit):
     except PROBLEMS as err:
         yield {"zero_status": f"Error: {message(err)}"}
         return
-    for _ in follow(store, job):
+    for _ in follow(store, session, job):
         yield {"zero_status": texts.job_status(job, store.jobs.position(job), None)}
     problem = ended(job)
-    store.jobs.discard(job)
+    store.jobs.discard(job, session)
     if problem is not None:
         yield {"zero_status": problem}
         return
@@ -532,12 +645,14 @@ def prepare_download(store: Store, session: str, run_box, download_layout="facto
 
 def _write_download(store: Store, run, folder, ready: bool, layout: str) -> dict:
     model = run.model
-    result_path = folder / f"run-{run.id}.json"
+    result_path = folder / f"run-{run.slug}.json"
     if not ready:
         result_path.write_text(json.dumps(run.result, indent=1))
     if model is None:
-        return {"download_info": "This run's compressed model was released to save memory: only its JSON result "
-                                 "is available.", "json_file": str(result_path), "model_file": None}
+        why = "is a precomputed gallery run (no weights)" if run.entry else \
+            "had its compressed model released to save memory"
+        return {"download_info": f"This run {why}: only its JSON result is available.",
+                "json_file": str(result_path), "model_file": None}
     archive = folder / f"compressed-{run.id}-{layout}.zip"
     if not archive.exists():
         export(run.record, model, run.tokenizer, folder / layout, merged=layout == "merged")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -18,7 +19,7 @@ from ..model.loading import EMBEDDED
 from ..run.config import RunConfig
 from ..text.generation import EXAMPLES
 from . import callbacks as cb
-from . import texts
+from . import starts, texts
 from .limits import Limits
 from .state import Store
 
@@ -29,6 +30,15 @@ CSS = """
 """
 
 DEFAULT_METHOD = RunConfig().method
+
+
+def first_setting(store: Store) -> tuple[str, str, float]:
+    """(method, allocation, ratio) the page opens with: the gallery's default run (chosen by bench/gallery.py
+    on development text), else RunConfig's."""
+    entry = store.gallery.entry(store.gallery.default) if store.gallery else None
+    if entry is None:
+        return DEFAULT_METHOD, "auto", RunConfig().ratio
+    return entry.result["method"], entry.result.get("config", {}).get("allocation", "auto"), entry.result["ratio"]
 
 
 class Page:
@@ -76,12 +86,13 @@ class Page:
 
 
 def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, defaults: dict | None = None,
-               limits: Limits | None = None) -> gr.Blocks:
-    """The whole app. `defaults` overrides the calibration/evaluation sizes (tests use tiny ones)."""
+               limits: Limits | None = None, gallery: Path | None = None) -> gr.Blocks:
+    """The whole app. `defaults` overrides the calibration/evaluation sizes (tests use tiny ones); `gallery`
+    another gallery file than the installed one."""
     limits = limits or Limits.from_env()
     d = {"calib_samples": 16, "seq_len": 256, "eval_windows": 8, **(defaults or {})}
     downloads = Path(tempfile.gettempdir()) / "gradio" / "svd-explorer-downloads"
-    store = Store(default_model, limits, downloads, preload)
+    store = Store(default_model, limits, downloads, preload, gallery)
     with gr.Blocks(title="SVD Explorer", delete_cache=(300, limits.download_seconds)) as demo:
         page = Page(store)
         _header(page, default_model)
@@ -102,6 +113,7 @@ def _header(page: Page, default_model: str) -> None:
         list(dict.fromkeys([*EMBEDDED, default_model]))
     models = [(f"{m} (embedded)" if m in EMBEDDED else m, m) for m in listed]
     device = page.store.models.device
+    method, allocation, ratio = first_setting(page.store)
     gr.Markdown("# SVD Explorer\nLow-rank (SVD-based) compression of causal language models: pick a model, a method, "
                 "an allocation and a budget; watch the compression block by block; then compare the runs and talk "
                 f"to the result. <small>Computing on **{device}**"
@@ -112,24 +124,25 @@ def _header(page: Page, default_model: str) -> None:
                 page.add("model", gr.Dropdown(models, value=default_model, allow_custom_value=not limits.public,
                                               label="Model", scale=3, info="embedded SmolLM2-135M or Gemma 3 270M" + (
                                                   "" if limits.public else ", a Hugging Face id or a local folder")))
-                page.add("ratio", gr.Number(0.2, label="Ratio: share of parameters removed", step=0.05, scale=2,
+                page.add("ratio", gr.Number(ratio, label="Ratio: share of parameters removed", step=0.05, scale=2,
                                             elem_id="ratio"))
             page.add("model_message", gr.Markdown(elem_id="model-message"))
             page.add("ratio_message", gr.Markdown(elem_id="ratio-message"))
-            with gr.Row():
-                page.add("method", gr.Dropdown([(c.title, n) for n, c in REGISTRY.items()], value=DEFAULT_METHOD,
-                                               label="Method", scale=3))
-                page.add("allocation", gr.Dropdown([("auto (the method's own)", "auto")] +
-                                                   [(c.title, n) for n, c in ALLOCATIONS.items()], value="auto",
-                                                   label="Allocation: where the rank goes", scale=2))
-            page.add("method_info", gr.Markdown(texts.method_markdown(DEFAULT_METHOD)))
-            page.add("allocation_info", gr.Markdown(texts.allocation_markdown("auto", DEFAULT_METHOD)))
+            # one full-width row each: the longest method title is 66 characters and must not be cut at 1280 px
+            page.add("method", gr.Dropdown([(c.title, n) for n, c in REGISTRY.items()], value=method,
+                                           label="Method"))
+            page.add("allocation", gr.Dropdown([("auto (the method's own)", "auto")] +
+                                               [(c.title, n) for n, c in ALLOCATIONS.items()], value=allocation,
+                                               label="Allocation: where the rank goes"))
+            page.add("method_info", gr.Markdown(texts.method_markdown(method)))
+            page.add("allocation_info", gr.Markdown(texts.allocation_markdown(allocation, method)))
             with gr.Row():
                 page.add("compress", gr.Button("Compress", variant="primary", elem_id="compress"))
                 page.add("stop", gr.Button("Stop", variant="stop", elem_id="stop"))
         with gr.Column(scale=4, min_width=420):
             page.add("status", gr.Markdown(texts.READY, elem_id="status"))
             page.add("budget", gr.Markdown(elem_id="budget"))
+            page.add("disk_info", gr.Markdown(elem_id="disk"))
 
 
 def _options(page: Page, d: dict, limits: Limits) -> None:
@@ -194,8 +207,26 @@ def _option_controls(page: Page, kind: str, owner: str, option) -> None:
                                 precision=0 if option.type is int else None))
 
 
+def _starts(page: Page) -> None:
+    """The starting points the gallery allows, one button each, and what to look at."""
+    offered = starts.available(page.store.gallery)
+    if not offered:
+        return
+    with gr.Row():
+        gr.Markdown("**Starting points** (precomputed, instant):")
+        for i, point in enumerate(offered):
+            page.add(f"start__{i}", gr.Button(point.title, size="sm", elem_id=f"start-{i}"))
+    page.add("start_info", gr.Markdown(elem_id="start-info"))
+
+
 def _tabs(page: Page, limits: Limits) -> None:
-    page.add("run_box", gr.Dropdown(choices=[], label="Run shown", interactive=True, elem_id="run-box"))
+    _starts(page)
+    with gr.Row():
+        gallery = cb.gallery_choices(page.store)           # offered to every visitor (and API client) from the start
+        page.add("run_box", gr.Dropdown(choices=gallery, label="Run shown", interactive=True, elem_id="run-box",
+                                        scale=2))
+        page.add("beside_box", gr.Dropdown(choices=gallery, multiselect=True, scale=3, elem_id="beside-box",
+                                           label="gallery runs drawn beside it (Depth error, Ranks, Compare runs)"))
     with gr.Tabs():
         with gr.Tab("Run"):
             page.add("metrics", gr.Markdown("Run a compression: its figures appear here."))
@@ -273,22 +304,23 @@ def _compare_tab(page: Page, limits: Limits) -> None:
 def _generate_tab(page: Page, limits: Limits) -> None:
     with gr.Tab("Side by side"):
         gr.Markdown(texts.EXPLAIN["generate"] + " " + GENERATION_HINT)
-        page.add("prompt", gr.Textbox(value=EXAMPLES[0], label="prompt", lines=2,
+        examples = page.store.gallery.prompts if page.store.gallery else EXAMPLES   # the ones it holds answers to
+        page.add("prompt", gr.Textbox(value=examples[0], label="prompt", lines=2,
                                                 max_length=limits.prompt_chars))
-        gr.Examples(EXAMPLES, inputs=page["prompt"])
+        gr.Examples(examples, inputs=page["prompt"])
         with gr.Row():
             page.add("new_tokens", gr.Slider(8, limits.new_tokens, value=64, step=8, label="new tokens"))
             page.add("temperature", gr.Slider(0, 1.5, value=0, step=0.1, label="temperature"))
         page.add("generate", gr.Button("Generate with both models", elem_id="generate"))
+        page.add("generate_note", gr.Markdown(elem_id="generate-note"))
         with gr.Row():
             page.add("original_out", gr.Textbox(label="original", lines=8))
             page.add("compressed_out", gr.Textbox(label="compressed", lines=8))
 
 
-GENERATION_HINT = ("**Start with ResSVD at ratio 0.1**, then compare 0.05 and 0.2: measured on the embedded model "
-                   "(bench/generations.py, 16 x 256 calibration tokens), ResSVD still answers in sentences at "
-                   "0.05-0.1 while SVD-LLM and SAES-SVD stop at once or answer in a few words, and at 0.2 they "
-                   "repeat themselves or stop at once.")
+GENERATION_HINT = ("Every gallery run in \"Run shown\" holds both models' greedy answers to the example prompts: "
+                   "compare methods and budgets in a click (the answers of each method are tabulated in "
+                   "docs/RESULTS.md, \"What a student sees side by side\"). Your own runs generate live.")
 
 
 def _zero_shot_tab(page: Page, limits: Limits) -> None:
@@ -319,7 +351,9 @@ COMPRESS = ["status", "ratio_message", "model_message", "run_box", "spectrum_plo
 PLUGIN_PLOTS = [f"{name}_plot" for tab in cb.plugin_tabs() for name in tab.figures]   # declared by methods
 FIGURES = ["metrics", "spectrum_plot", "depth_plot", "heatmap_plot", "rank_plot", *PLUGIN_PLOTS, "refine_plot",
            "cost_table", "cost_plot", "compare_plot", "history"]
-SHOW = ["run_box", "block_box", "kind_box", "depth_metric", "compare_metric"]
+SHOW = ["run_box", "block_box", "kind_box", "depth_metric", "compare_metric", "beside_box"]
+OPENED = ["status", "run_box", "beside_box"]
+START = ["start_info", "run_box", "beside_box", "method", "allocation", "ratio"]
 DOWNLOAD = ["download_info", "model_file", "json_file"]
 ZERO_SHOT = ["zero_status", "zero_table", "zero_plot"]
 
@@ -332,6 +366,14 @@ def _wire(page: Page, demo: gr.Blocks) -> None:
     for trigger in ("model", "method", "allocation", "ratio"):
         page.on(page[trigger].change, cb.budget, run_inputs, budget_out, api_name=False)
     page.on(demo.load, cb.budget, run_inputs, budget_out, api_name="budget")
+    page.on(demo.load, cb.disk, [], ["disk_info"], api_name=False)
+    page.on(demo.load, cb.opened, [], OPENED, api_name=False).then(
+        **_then(page, cb.run_selected, ["run_box"], ["block_box", "kind_box"])).then(
+        **_then(page, cb.show, show_inputs, figures))
+    for i, point in enumerate(starts.available(page.store.gallery)):
+        page.on(page[f"start__{i}"].click, partial(cb.start, title=point.title), [], START, api_name=False).then(
+            **_then(page, cb.run_selected, ["run_box"], ["block_box", "kind_box"])).then(
+            **_then(page, cb.show, show_inputs, figures))
 
     def closed(request: gr.Request):
         cb.unload(page.store, request.session_hash)
@@ -344,17 +386,17 @@ def _wire(page: Page, demo: gr.Blocks) -> None:
     compress = page.on(page["compress"].click, cb.compress, compress_inputs, COMPRESS, api_name="compress",
                        concurrency_limit=None)
     compress.then(**_then(page, cb.run_selected, ["run_box"], ["block_box", "kind_box"])).then(
-        **_then(page, cb.show, show_inputs, figures))
+        **_then(page, cb.show, show_inputs, figures)).then(**_then(page, cb.disk, [], ["disk_info"]))
     page.on(page["stop"].click, cb.stop, ["status"], ["status"], api_name="stop", concurrency_limit=None, queue=False)
     selected = page.on(page["run_box"].input, cb.run_selected, ["run_box"], ["block_box", "kind_box"], api_name=False)
     selected.then(**_then(page, cb.show, show_inputs, figures))
-    for control in ("block_box", "kind_box", "depth_metric", "compare_metric"):
+    for control in ("block_box", "kind_box", "depth_metric", "compare_metric", "beside_box"):
         page.on(page[control].input, cb.show, show_inputs, figures, api_name=False)
     page.on(gr.Button("Redraw", visible=False).click, cb.show, show_inputs, figures, api_name="show_run")
     page.on(page["open_sweep"].click, cb.open_sweep, ["sweep_folder", "sweep_zip", "compare_metric"],
             ["sweep_message", "compare_plot", "compare_metric"], api_name="open_sweep")
     generation = page.on(page["generate"].click, cb.generate, ["run_box", "prompt", "new_tokens", "temperature"],
-            ["original_out", "compressed_out"], api_name="generate", concurrency_limit=2)
+            ["original_out", "compressed_out", "generate_note"], api_name="generate", concurrency_limit=2)
     page["stop"].click(None, cancels=[generation], api_name=False)     # Stop also ends a generation
     page.on(page["zero_shot"].click, cb.zero_shot, ["run_box", "tasks", "limit"], ZERO_SHOT, api_name="zero_shot",
             concurrency_limit=None)

@@ -1,4 +1,5 @@
-"""Server-side state shared by all visitors: original models, background jobs, finished runs, downloads.
+"""Server-side state shared by all visitors: original models, background jobs, finished runs, downloads,
+and the gallery of precomputed runs every visitor sees.
 
 Bounded everywhere: at most `limits.models_kept` compressed models in memory across all sessions (the
 oldest is dropped first; its figures stay), one download per run written once and deleted when it
@@ -22,7 +23,10 @@ from ..run.config import with_preset
 from ..run.engine import load_for
 from ..run.plan import plan
 from ..run.worker import JobManager
+from ..study import gallery as gallery_file
 from .limits import Limits
+
+GALLERY_PREFIX = "gallery:"      # run ids of gallery entries (a visitor's own runs have hex ids)
 
 
 @dataclass
@@ -36,12 +40,37 @@ class Run:
     tokenizer: object = None
     record: object = None          # the RunRecord, for the manifest of a download
     created: float = field(default_factory=time.time)
+    entry: object = None           # the gallery Entry of a precomputed run (no model, stored answers)
+    key: str | None = None         # what was asked (the run's configuration): identical requests share a run
+
+    @property
+    def slug(self) -> str:
+        """The id as a file name ('gallery:svd/auto/0.2' -> 'gallery-svd_auto_0.2')."""
+        return self.id.replace(":", "-").replace("/", "_")
+
+
+def gallery_runs(gallery) -> dict[str, Run]:
+    """The gallery's entries as runs any session may show (no model)."""
+    if gallery is None:
+        return {}
+    return {GALLERY_PREFIX + e.name: Run(GALLERY_PREFIX + e.name, "", e.label, e.result.get("model", ""), e.result,
+                                         entry=e) for e in gallery.entries}
+
+
+def load_gallery(path=None):
+    """(gallery, None), or (None, one line saying why there is none): the page works without it."""
+    try:
+        return gallery_file.read(path or gallery_file.GALLERY_FILE), None
+    except gallery_file.GalleryError as err:
+        return None, str(err)
 
 
 def to_release(runs: list[Run], kept: int) -> list[Run]:
-    """The oldest runs holding a model beyond the `kept` newest; kept=0 releases them all (`[:-0]` is empty)."""
+    """The runs holding a model other than the `kept` most recent ones (a model that sessions share, after
+    identical requests, counts once); kept=0 releases them all."""
     holding = [r for r in runs if r.model is not None]
-    return holding[:max(len(holding) - kept, 0)]
+    models = list(dict.fromkeys(id(r.model) for r in reversed(holding)))[:kept]    # newest first, shared once
+    return [r for r in holding if id(r.model) not in models]
 
 
 class ModelCache:
@@ -77,8 +106,11 @@ class ModelCache:
 
 
 class Store:
-    def __init__(self, default_model: str, limits: Limits, download_root: Path, preload: bool = True):
+    def __init__(self, default_model: str, limits: Limits, download_root: Path, preload: bool = True,
+                 gallery_path: Path | None = None):
         self.default_model, self.limits = default_model, limits
+        self.gallery, self.gallery_problem = load_gallery(gallery_path)
+        self.gallery_runs = gallery_runs(self.gallery)
         self.models = ModelCache(size=2)
         self.jobs = JobManager(workers=1, max_jobs=limits.queue, time_limit=limits.job_seconds or None)
         self.runs: dict[str, Run] = {}
@@ -99,8 +131,9 @@ class Store:
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def add(self, session: str, label: str, source: str, result: dict, model, tokenizer, record=None) -> Run:
-        run = Run(uuid.uuid4().hex[:8], session, label, source, result, model, tokenizer, record)
+    def add(self, session: str, label: str, source: str, result: dict, model, tokenizer, record=None,
+            key: str | None = None) -> Run:
+        run = Run(uuid.uuid4().hex[:8], session, label, source, result, model, tokenizer, record, key=key)
         with self.lock:
             self.runs[run.id] = run
             for old in to_release(list(self.runs.values()), self.limits.models_kept):
@@ -122,8 +155,16 @@ class Store:
         with self.lock:
             return [r for r in self.runs.values() if r.session == session]
 
+    def finished(self, key: str) -> Run | None:
+        """A run of any session asked with `key` whose model is still held: a visitor asking the same gets
+        it at once instead of a second compression."""
+        with self.lock:
+            return next((r for r in reversed(self.runs.values()) if r.key == key and r.model is not None), None)
+
     def get(self, session: str, run_id) -> Run | None:
-        """The session's run `run_id`; without an id, its latest run."""
+        """The session's run `run_id` (or a gallery run); without an id, the session's latest run."""
+        if isinstance(run_id, str) and run_id in self.gallery_runs:
+            return self.gallery_runs[run_id]
         with self.lock:
             run = self.runs.get(run_id) if run_id else None
         if run is None or run.session != session:
@@ -143,7 +184,7 @@ class Store:
             existing = self.downloads.get(run.id)
             if existing is not None and existing[0].exists():
                 return existing[0], True
-            folder = self.download_root / f"run-{run.id}-{uuid.uuid4().hex[:6]}"
+            folder = self.download_root / f"run-{run.slug}-{uuid.uuid4().hex[:6]}"
             folder.mkdir(parents=True, exist_ok=True)
             self.downloads[run.id] = (folder, time.time())
             return folder, False
@@ -153,7 +194,8 @@ class Store:
         now = time.time() if now is None else now
         with self.lock:
             for run_id, (_, created) in list(self.downloads.items()):
-                if now - created > self.limits.download_seconds or run_id not in self.runs:
+                if now - created > self.limits.download_seconds or not (run_id in self.runs or
+                                                                         run_id in self.gallery_runs):
                     self._drop_download(run_id)
 
     # -- sessions -----------------------------------------------------------------------------

@@ -138,9 +138,31 @@ def _parts_table(summary: dict) -> list[str]:
     return lines + [f"| **whole model** | {m(total)} | 100% | **{m(summary['params_after'])}** |"]
 
 
-def metrics_markdown(label: str, r: dict) -> str:
+# Measured on an empty cache: `SVD_EXPLORER_CACHE=/tmp/c python -m svd_explorer compress --model smollm2-135m
+# --method svd-llm --ratio 0.2 --calib boolq --calib-samples 16 --seq-len 256 --eval-windows 0 --no-cost` left
+# 769 MB of statistics (float64 Gram matrices: their size depends on the model, not on the text) and 697 MB of
+# stored decompositions; methods that read the compressed stream (aa-svd, saes-svd) store neither by default.
+CACHE_PER_RUN = "about 1.5 GB the first time (769 MB of statistics, 697 MB of stored decompositions)"
+
+
+def disk_markdown(used: int, limit: float, folder: str | None) -> str:
+    """The cache's size and bound; the folder only on a user's own machine."""
+    where = f" in `{folder}`" if folder else ""
+    return (f"<small>Disk: the statistics cache{where} holds **{size(used)}** (bound {size(int(limit))}, oldest "
+            f"evicted first; `SVD_EXPLORER_STATS_CACHE_GB`). A run of the embedded model at the page's defaults "
+            f"adds {CACHE_PER_RUN}; runs of the same model and calibration text share it.</small>")
+
+
+def gallery_status(label: str) -> str:
+    return (f"Showing **{label}**, a precomputed run (no weights: its figures and stored answers). Press "
+            f"**Compress** to run the setting above yourself, or pick a starting point below.")
+
+
+def metrics_markdown(label: str, r: dict, precomputed: str | None = None) -> str:
+    """The run's numbers; a gallery run says how it was made."""
     kept = r["params_after"] / r["params_before"]
-    out = [f"### {label}", f"{r['model']} · parameters {m(r['params_before'])} → **{m(r['params_after'])}** "
+    made = [f"*Precomputed (gallery), {precomputed}.*"] if precomputed else []
+    out = [f"### {label}", *made, f"{r['model']} · parameters {m(r['params_before'])} → **{m(r['params_after'])}** "
            f"({100 * kept:.1f}% kept) · {r.get('device', 'cpu')}",
            f"Time {describe(r.get('timings')) or format(r['seconds'], '.0f') + ' s of compression'}."]
     if r.get("ppl_compressed") is not None:
@@ -199,7 +221,15 @@ def accuracy(scores: dict | None) -> str:
 
 
 def job_status(job, position: int, total_projections: int | None) -> str:
-    """One line that changes at least every second while a job works: phase, progress, elapsed time."""
+    """One line that changes at least every second while a job works: phase, progress, elapsed time, and
+    how many other visitors asked for the same run and share it."""
+    text, others = _job_line(job, position, total_projections), len(job.followers) - 1
+    if others > 0 and not job.cancel.is_set():
+        text += f" · shared with {others} other visitor(s) who asked for the same run"
+    return text
+
+
+def _job_line(job, position: int, total_projections: int | None) -> str:
     if job.status == "queued":
         waited = time.time() - job.created
         if job.cancel.is_set():

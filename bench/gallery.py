@@ -1,0 +1,153 @@
+"""The app's gallery: every method at its own allocation and at the grid's best (`sensitivity`, measure
+0.5, score kl), at 5/10/20/30/40%, on the embedded SmolLM2, with both models' greedy answers to the
+example prompts. The page opens on it.
+
+    python bench/gallery.py run [--methods svd,...] [--allocations auto,sensitivity] [--ratios 0.05,...]
+    python bench/gallery.py pack        # svd_explorer/study/gallery.json.gz from the finished runs
+
+Settings are the page's defaults, so a visitor's first run lands among the gallery's points: calibration
+16 x 256 tokens of BoolQ passages (seed 0), evaluation on the first 8 x 256 tokens of WikiText-2 test,
+8 development windows (BoolQ passages never calibrated on) for `dev_ppl`; greedy answers of 64 tokens
+through the chat template. Every run is timed from scratch (no statistics cache), as a visitor's first run
+is; `run` skips what is done (one JSON per run in bench/results/gallery/). Serving cost is not measured
+(`--no-cost`: on this CPU it took longer than the compression of a fast method); the Cost tab says so
+for gallery runs.
+
+The page's first run (`default`) is chosen here on development text only, never on the prompts: of the
+runs whose whole time stays under DEFAULT_SECONDS, the one removing the most parameters whose development
+perplexity stays within DEFAULT_DEV_FACTOR of the original's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "bench" / "results" / "gallery"
+
+from svd_explorer.compress.methods import REGISTRY  # noqa: E402
+from svd_explorer.model.loading import load_model  # noqa: E402
+from svd_explorer.run.config import with_preset  # noqa: E402
+from svd_explorer.run.engine import run  # noqa: E402
+from svd_explorer.study import gallery  # noqa: E402
+from svd_explorer.text.generation import EXAMPLES, side_by_side  # noqa: E402
+
+MODEL = "smollm2-135m"
+RATIOS = (0.05, 0.1, 0.2, 0.3, 0.4)
+ALLOCATIONS = {"auto": {}, "sensitivity": {"measure": 0.5, "score": "kl"}}
+PAGE = dict(calib="boolq", calib_samples=16, seq_len=256, eval_source="wikitext2", eval_windows=8, dev_windows=8,
+            search_windows=2, seed=0, stats_cache="off", cost=False)
+NEW_TOKENS = 64
+DEFAULT_SECONDS = 150        # the whole run with the model loaded: 180 s leaves room for loading it and the queue
+DEFAULT_DEV_FACTOR = 2.0
+SETTINGS = ("the page's defaults: calibration 16 × 256 tokens of BoolQ passages (seed 0), evaluation on the first "
+            "8 × 256 tokens of WikiText-2 test, greedy answers of 64 tokens")
+
+
+def answers(model, tokenizer) -> list[str]:
+    out = []
+    for prompt in EXAMPLES:
+        text = ""
+        for texts in side_by_side([model], tokenizer, prompt, max_new_tokens=NEW_TOKENS):
+            text = texts[0]
+        out.append(text.strip())
+    return out
+
+
+def run_all(methods: list[str], allocations: list[str], ratios: list[float]) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    lm = load_model(MODEL)
+    original = OUT / "original.json"
+    if not original.exists():
+        original.write_text(json.dumps({"answers": answers(lm.model, lm.tokenizer)}))
+    for method in methods:
+        for allocation in allocations:
+            for ratio in ratios:
+                one(lm, method, allocation, ratio)
+
+
+def one(lm, method: str, allocation: str, ratio: float) -> None:
+    name = gallery.entry_name(method, allocation, ratio)
+    path = OUT / (name.replace("/", "_") + ".json")
+    if path.exists():
+        return
+    config = with_preset("demo", model=MODEL, method=method, ratio=ratio, allocation=allocation,
+                         allocation_options=ALLOCATIONS[allocation], **PAGE)
+    clock = time.perf_counter()
+    outcome = run(config, loaded=lm, keep_model=True, measure_forward=False)
+    result = outcome.record.to_dict()
+    print(f"{name}: {time.perf_counter() - clock:.0f} s, ppl {result.get('ppl_compressed')}", file=sys.stderr,
+          flush=True)
+    path.write_text(json.dumps({"name": name, "label": f"gallery · {result['label']}", "result": result,
+                                "answers": answers(outcome.model, lm.tokenizer)}))
+
+
+def default_entry(runs: list[dict]) -> str | None:
+    """The most compressing run whose whole time stays under DEFAULT_SECONDS and whose development
+    perplexity stays within DEFAULT_DEV_FACTOR of the original's."""
+    fits = [r for r in runs if r["result"]["timings"]["total"] <= DEFAULT_SECONDS and
+            (r["result"].get("dev_ppl") or 1e9) <= DEFAULT_DEV_FACTOR * (r["result"].get("dev_ppl_original") or 0)]
+    return max(fits, key=lambda r: (r["result"]["ratio"], -r["result"]["dev_ppl"]))["name"] if fits else None
+
+
+def pack() -> None:
+    runs = [json.loads(p.read_text()) for p in sorted(OUT.glob("*_*.json"))]
+    order = {name: i for i, name in enumerate(REGISTRY)}
+    runs.sort(key=lambda r: (order.get(r["result"]["method"], 99), r["result"]["config"]["allocation"] != "auto",
+                             r["result"]["ratio"]))
+    made = {"command": "python bench/gallery.py run && python bench/gallery.py pack", "commit": _commit(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU", "date": time.strftime("%Y-%m-%d"),
+            "settings": SETTINGS}
+    default = default_entry(runs)
+    kept = [{k: r[k] for k in ("name", "label", "result", "answers")} for r in runs]
+    size = gallery.pack(gallery.GALLERY_FILE, made, EXAMPLES,
+                        json.loads((OUT / "original.json").read_text())["answers"], kept, default)
+    print(f"{len(kept)} runs, {size / 2**20:.2f} MB, default {default}")
+    answers_table(runs, made, json.loads((OUT / "original.json").read_text())["answers"][0], default)
+
+
+def answers_table(runs: list[dict], made: dict, original: str, default: str | None) -> None:
+    """docs/results/answers.json: every method's answer to the first example prompt, at its own allocation."""
+    def cut(text: str) -> str:
+        text = " ".join(text.replace("|", "/").split()) or "(stops at once: end token first)"
+        return text if len(text) <= 90 else text[:89] + "…"
+    rows = [{"run": "original", "dev": runs[0]["result"].get("dev_ppl_original"), "answer": cut(original)}]
+    rows += [{"run": r["name"] + (" (the page's first run)" if r["name"] == default else ""),
+              "dev": r["result"].get("dev_ppl"), "answer": cut(r["answers"][0])}
+             for r in runs if r["result"]["config"]["allocation"] == "auto"]
+    table = {"title": "Greedy answers to the first example prompt", "command": made["command"],
+             "commit": made["commit"], "machine": made["machine"],
+             "columns": [{"key": "run", "header": "run (method/allocation/ratio)"},
+                         {"key": "dev", "header": "development perplexity", "format": "f1"},
+                         {"key": "answer", "header": f"answer to “{EXAMPLES[0]}”"}], "rows": rows}
+    (ROOT / "docs" / "results" / "answers.json").write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n")
+
+
+def _commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+                          ).stdout.strip() or "?"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["run", "pack"])
+    parser.add_argument("--methods", default=",".join(REGISTRY))
+    parser.add_argument("--allocations", default=",".join(ALLOCATIONS))
+    parser.add_argument("--ratios", default=",".join(map(str, RATIOS)))
+    args = parser.parse_args(argv)
+    if args.action == "pack":
+        return pack()
+    methods, allocations = args.methods.split(","), args.allocations.split(",")
+    ratios = [float(r) for r in args.ratios.split(",")]
+    run_all(methods, allocations, ratios)
+
+
+if __name__ == "__main__":
+    main()

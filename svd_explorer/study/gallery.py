@@ -1,0 +1,139 @@
+"""The gallery: finished runs on the embedded model, made by `bench/gallery.py`, that the page shows the
+moment it opens and beside a visitor's own runs.
+
+A gallery holds what the pages draw — each run's record (spectra, depth errors, ranks, ACES curves,
+refinement losses, cost) and both models' greedy answers to the example prompts — and no weights. To stay
+small (the repository keeps it), spectra are rounded to 4 significant digits, and a raw weight's spectrum,
+the same in every run, is stored once. The file is gzip-compressed JSON; reading checks its version and
+shape, and anything wrong is one `GalleryError` line (the page then works without it).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GALLERY_FILE = Path(__file__).with_name("gallery.json.gz")
+VERSION = 1
+MAX_BYTES = 20 * 2**20          # the issue's bound on what the repository keeps
+DIGITS = 4                      # significant digits kept of a spectrum (far below what a log plot shows)
+
+
+class GalleryError(ValueError):
+    """The gallery file is missing, too large or not what this version writes."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One precomputed run: its name (stable, e.g. 'svd-llm/auto/0.1'), its record and its answers."""
+
+    name: str
+    label: str
+    result: dict
+    answers: list[str]
+
+
+@dataclass(frozen=True)
+class Gallery:
+    made: dict                                   # command, commit, machine, date, settings
+    prompts: list[str]
+    original_answers: list[str]
+    entries: list[Entry] = field(default_factory=list)
+    default: str | None = None                   # the entry the page opens on (chosen by the bench)
+
+    def entry(self, name: str | None) -> Entry | None:
+        return next((e for e in self.entries if e.name == name), None)
+
+    def answer(self, entry: Entry, prompt: str) -> tuple[str, str] | None:
+        """(original, compressed) greedy answers to `prompt` when it is one of the stored prompts."""
+        if prompt.strip() not in self.prompts:
+            return None
+        i = self.prompts.index(prompt.strip())
+        return self.original_answers[i], entry.answers[i]
+
+    def describe(self) -> str:
+        m = self.made
+        return (f"precomputed with `{m.get('command', '?')}` at commit {m.get('commit', '?')} on "
+                f"{m.get('machine', '?')}, {m.get('date', '?')}: {m.get('settings', '')}").rstrip(": ")
+
+
+def entry_name(method: str, allocation: str, ratio: float) -> str:
+    return f"{method}/{allocation}/{ratio:g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing (the bench)
+# ---------------------------------------------------------------------------------------------
+
+def rounded(values: list[float]) -> list[float]:
+    return [float(f"{v:.{DIGITS}g}") for v in values]
+
+
+def compact(result: dict, raw_spectra: dict[str, list[float]]) -> dict:
+    """The record with rounded spectra; a raw spectrum equal to the shared one for its projection is
+    dropped (filled back on reading), a new one becomes the shared one."""
+    layers = []
+    for layer in result.get("layers", []):
+        layer = dict(layer, spectrum_truncated=rounded(layer["spectrum_truncated"]))
+        raw, key = rounded(layer.pop("spectrum_raw")), f"{layer['block']}/{layer['name']}"
+        if raw_spectra.setdefault(key, raw) != raw:
+            layer["spectrum_raw"] = raw
+        layers.append(layer)
+    return dict(result, layers=layers)
+
+
+def pack(path: Path, made: dict, prompts: list[str], original_answers: list[str], runs: list[dict],
+         default: str | None) -> int:
+    """Write the gallery from finished runs ({name, label, result, answers}); returns its size in bytes."""
+    raw: dict[str, list[float]] = {}
+    entries = [dict(run, result=compact(run["result"], raw)) for run in runs]
+    body = {"version": VERSION, "made": made, "prompts": prompts, "original_answers": original_answers,
+            "default": default, "raw_spectra": raw, "entries": entries}
+    data = gzip.compress(json.dumps(body, separators=(",", ":")).encode(), mtime=0)
+    if len(data) > MAX_BYTES:
+        raise GalleryError(f"the gallery would take {len(data) / 2**20:.1f} MB, more than {MAX_BYTES / 2**20:g} MB")
+    path.write_bytes(data)
+    return len(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading (the page)
+# ---------------------------------------------------------------------------------------------
+
+def read(path: Path = GALLERY_FILE) -> Gallery:
+    """The gallery at `path`; GalleryError (one line) when it is missing, too large or damaged."""
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            raise GalleryError(f"the gallery file is larger than {MAX_BYTES / 2**20:g} MB")
+        body = json.loads(gzip.decompress(path.read_bytes()))
+    except FileNotFoundError:
+        raise GalleryError("no precomputed gallery is installed (bench/gallery.py makes one)") from None
+    except (OSError, EOFError, ValueError) as err:
+        raise GalleryError(f"the gallery file could not be read ({type(err).__name__})") from None
+    return _checked(body)
+
+
+def _checked(body) -> Gallery:
+    if not isinstance(body, dict) or body.get("version") != VERSION:
+        raise GalleryError(f"the gallery file is not a version-{VERSION} gallery")
+    try:
+        raw = body["raw_spectra"]
+        entries = [_entry(e, raw, len(body["prompts"])) for e in body["entries"]]
+        gallery = Gallery(dict(body["made"]), list(body["prompts"]), list(body["original_answers"]), entries,
+                          body.get("default"))
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise GalleryError(f"the gallery file is damaged ({type(err).__name__}: {err})") from None
+    if len(gallery.original_answers) != len(gallery.prompts):
+        raise GalleryError("the gallery file is damaged (answers and prompts differ in number)")
+    return gallery
+
+
+def _entry(body: dict, raw: dict, prompts: int) -> Entry:
+    result = dict(body["result"])
+    result["layers"] = [dict(layer, spectrum_raw=layer.get("spectrum_raw") or raw[f"{layer['block']}/{layer['name']}"])
+                        for layer in result.get("layers", [])]
+    answers = [str(a) for a in body["answers"]]
+    if len(answers) != prompts or not isinstance(result.get("method"), str):
+        raise ValueError(f"entry {body.get('name')!r} is incomplete")
+    return Entry(str(body["name"]), str(body["label"]), result, answers)
