@@ -4,7 +4,8 @@ minute; one compression should serve them all.
     python bench/classroom.py [--visitors 30] [--within 60]     # writes docs/results/classroom.json
 
 The app runs in this process in public mode (SVD_EXPLORER_PUBLIC limits, the embedded model, the
-installed gallery, a fresh statistics cache in a temporary folder), bound to 127.0.0.1 only. Each
+installed gallery, a fresh statistics cache in a temporary folder), bound to 127.0.0.1 only, and has
+loaded its model before the visitors arrive (as a Space is up before a class opens it). Each
 visitor is a gradio_client session: it asks for the figures of the gallery run the page opens on (what a
 browser's page-load event asks), waits a random moment within `--within` seconds, presses Compress with
 the page's defaults and waits for its result. Measured: each visitor's time to the gallery figures and to
@@ -75,6 +76,8 @@ def main(argv=None) -> None:
     demo = build_demo()
     demo.queue(max_size=256).launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     store, process = demo.store, psutil.Process()
+    while store.models.peek(store.default_model) is None:     # the Space is up before the class arrives
+        time.sleep(0.5)
     shown = next(iter(store.gallery_runs), None)
     if store.gallery and store.gallery.default:
         shown = "gallery:" + store.gallery.default

@@ -478,7 +478,17 @@ def plugin_tabs() -> list[FigureTab]:
 def show(store: Store, session: str, run_box, block_box, kind_box, depth_metric, compare_metric,
          beside_box=None) -> dict:
     """Every figure of the run shown, and the comparison of the session's runs, the gallery runs drawn
-    beside it and the gallery run shown."""
+    beside it and the gallery run shown. Figures that depend on the gallery alone (a visitor without runs
+    of their own) are drawn once for everyone: a class opening the page together waits for none."""
+    if store.session_runs(session) or store.sweeps.get(session):
+        return _figures(store, session, run_box, block_box, kind_box, depth_metric, compare_metric, beside_box)
+    key = (run_box, block_box, kind_box, depth_metric, compare_metric, tuple(beside_box or ()))
+    return store.gallery_figures(key, lambda: _figures(store, session, run_box, block_box, kind_box, depth_metric,
+                                                       compare_metric, beside_box))
+
+
+def _figures(store: Store, session: str, run_box, block_box, kind_box, depth_metric, compare_metric,
+             beside_box) -> dict:
     run = store.get(session, run_box) if run_box != LIVE else None
     runs = beside_runs(store, beside_box) + store.session_runs(session)
     if run is not None and run.entry is not None and run not in runs:

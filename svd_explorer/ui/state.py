@@ -27,6 +27,7 @@ from ..study import gallery as gallery_file
 from .limits import Limits
 
 GALLERY_PREFIX = "gallery:"      # run ids of gallery entries (a visitor's own runs have hex ids)
+GALLERY_VIEWS = 64               # gallery views whose figures are kept, drawn once for every visitor
 
 
 @dataclass
@@ -111,6 +112,7 @@ class Store:
         self.default_model, self.limits = default_model, limits
         self.gallery, self.gallery_problem = load_gallery(gallery_path)
         self.gallery_runs = gallery_runs(self.gallery)
+        self._gallery_figures: OrderedDict = OrderedDict()
         self.models = ModelCache(size=2)
         self.jobs = JobManager(workers=1, max_jobs=limits.queue, time_limit=limits.job_seconds or None)
         self.runs: dict[str, Run] = {}
@@ -154,6 +156,20 @@ class Store:
     def session_runs(self, session: str) -> list[Run]:
         with self.lock:
             return [r for r in self.runs.values() if r.session == session]
+
+    def gallery_figures(self, key: tuple, draw) -> dict:
+        """Figures that depend on the gallery alone, drawn once per view and kept for the next visitor (the
+        GALLERY_VIEWS most recent views)."""
+        with self.lock:
+            if key in self._gallery_figures:
+                self._gallery_figures.move_to_end(key)
+                return self._gallery_figures[key]
+        figures = draw()
+        with self.lock:
+            self._gallery_figures[key] = figures
+            while len(self._gallery_figures) > GALLERY_VIEWS:
+                self._gallery_figures.popitem(last=False)
+        return figures
 
     def finished(self, key: str) -> Run | None:
         """A run of any session asked with `key` whose model is still held: a visitor asking the same gets
