@@ -367,13 +367,7 @@ def _wire(page: Page, demo: gr.Blocks) -> None:
         page.on(page[trigger].change, cb.budget, run_inputs, budget_out, api_name=False)
     page.on(demo.load, cb.budget, run_inputs, budget_out, api_name="budget")
     page.on(demo.load, cb.disk, [], ["disk_info"], api_name=False)
-    page.on(demo.load, cb.opened, [], OPENED, api_name=False).then(
-        **_then(page, cb.run_selected, ["run_box"], ["block_box", "kind_box"])).then(
-        **_then(page, cb.show, show_inputs, figures))
-    for i, point in enumerate(starts.available(page.store.gallery)):
-        page.on(page[f"start__{i}"].click, partial(cb.start, title=point.title), [], START, api_name=False).then(
-            **_then(page, cb.run_selected, ["run_box"], ["block_box", "kind_box"])).then(
-            **_then(page, cb.show, show_inputs, figures))
+    _wire_gallery(page, demo)
 
     def closed(request: gr.Request):
         cb.unload(page.store, request.session_hash)
@@ -402,6 +396,17 @@ def _wire(page: Page, demo: gr.Blocks) -> None:
             concurrency_limit=None)
     page.on(page["export"].click, cb.prepare_download, ["run_box", "download_layout"], DOWNLOAD, api_name="export",
             concurrency_limit=1)
+
+
+def _wire_gallery(page: Page, demo: gr.Blocks) -> None:
+    """The page opens on the gallery; each starting point shows its runs. Both then draw every figure."""
+    def then_show(event):
+        event.then(**_then(page, cb.run_selected, ["run_box"], ["block_box", "kind_box"])).then(
+            **_then(page, cb.show, SHOW, FIGURES))
+    then_show(page.on(demo.load, cb.opened, [], OPENED, api_name=False))
+    for i, point in enumerate(starts.available(page.store.gallery)):
+        then_show(page.on(page[f"start__{i}"].click, partial(cb.start, title=point.title), [], START,
+                          api_name=False))
 
 
 def _then(page: Page, fn, inputs, outputs) -> dict:
