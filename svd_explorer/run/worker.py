@@ -184,7 +184,10 @@ class JobManager:
         follower has (at once without a session)."""
         with self.lock:
             if job.done:
-                job.followers.discard(session) if session else job.followers.clear()
+                if session is None:
+                    job.followers.clear()
+                else:
+                    job.followers.discard(session)
                 if not job.followers:
                     self.jobs.pop(job.id, None)
 

@@ -33,6 +33,16 @@ class Entry:
     result: dict
     answers: list[str]
 
+    @property
+    def allocation(self) -> str:
+        """The allocation the run asked for ('auto': the method's own)."""
+        return self.result.get("config", {}).get("allocation", "auto")
+
+    @property
+    def setting(self) -> tuple[str, str, float]:
+        """(method, allocation, ratio): what the page's controls show for this run."""
+        return self.result["method"], self.allocation, self.result["ratio"]
+
 
 @dataclass(frozen=True)
 class Gallery:
@@ -47,9 +57,10 @@ class Gallery:
 
     def answer(self, entry: Entry, prompt: str) -> tuple[str, str] | None:
         """(original, compressed) greedy answers to `prompt` when it is one of the stored prompts."""
-        if prompt.strip() not in self.prompts:
+        prompt = prompt.strip()
+        if prompt not in self.prompts:
             return None
-        i = self.prompts.index(prompt.strip())
+        i = self.prompts.index(prompt)
         return self.original_answers[i], entry.answers[i]
 
     def describe(self) -> str:
@@ -76,11 +87,16 @@ def compact(result: dict, raw_spectra: dict[str, list[float]]) -> dict:
     layers = []
     for layer in result.get("layers", []):
         layer = dict(layer, spectrum_truncated=rounded(layer["spectrum_truncated"]))
-        raw, key = rounded(layer.pop("spectrum_raw")), f"{layer['block']}/{layer['name']}"
+        raw, key = rounded(layer.pop("spectrum_raw")), _spectrum_key(layer)
         if raw_spectra.setdefault(key, raw) != raw:
             layer["spectrum_raw"] = raw
         layers.append(layer)
     return dict(result, layers=layers)
+
+
+def _spectrum_key(layer: dict) -> str:
+    """Where a projection's raw spectrum is kept once for every run: 'block/name'."""
+    return f"{layer['block']}/{layer['name']}"
 
 
 def pack(path: Path, made: dict, prompts: list[str], original_answers: list[str], runs: list[dict],
@@ -131,7 +147,7 @@ def _checked(body) -> Gallery:
 
 def _entry(body: dict, raw: dict, prompts: int) -> Entry:
     result = dict(body["result"])
-    result["layers"] = [dict(layer, spectrum_raw=layer.get("spectrum_raw") or raw[f"{layer['block']}/{layer['name']}"])
+    result["layers"] = [dict(layer, spectrum_raw=layer.get("spectrum_raw") or raw[_spectrum_key(layer)])
                         for layer in result.get("layers", [])]
     answers = [str(a) for a in body["answers"]]
     if len(answers) != prompts or not isinstance(result.get("method"), str):

@@ -347,7 +347,7 @@ def _shared_result(store: Store, session: str, shared, label: str) -> dict:
     return {"status": f"Done at once: another visitor asked for exactly this run "
                       f"{texts.duration(int(time.time() - shared.created))} ago and its result is shared; it was "
                       f"computed {_result_line(run.result, 0)}", "ratio_message": "", "model_message": "",
-            "run_box": {"__type__": "update", "choices": _run_choices(store, session), "value": run.id}}
+            "run_box": _choices_update(store, session, run.id)}
 
 
 def _result_line(result: dict, seconds: float) -> str:
@@ -379,8 +379,7 @@ def _finish(store: Store, session: str, job, config, label: str, key: str) -> di
     store.jobs.discard(job, session)
     if problem is not None:
         latest = store.get(session, None)
-        return {"status": problem, "run_box": {"__type__": "update", "choices": _run_choices(store, session),
-                                               "value": latest.id if latest else None}}
+        return {"status": problem, "run_box": _choices_update(store, session, latest.id if latest else None)}
     record, model, tokenizer = job.result
     without_server_paths(record)
     result = record.to_dict()
@@ -388,8 +387,7 @@ def _finish(store: Store, session: str, job, config, label: str, key: str) -> di
     done = f"Done {_result_line(result, job.elapsed)}"
     if job.session != session:
         done += " (An identical run another visitor asked for: one compression served you both.)"
-    return {"status": done, "run_box": {"__type__": "update", "choices": _run_choices(store, session),
-                                        "value": run.id}}
+    return {"status": done, "run_box": _choices_update(store, session, run.id)}
 
 
 def without_server_paths(record) -> None:
@@ -423,7 +421,7 @@ def opened(store: Store, session: str) -> dict:
                 "run_box": _choices_update(store, session, None)}
     shown = gallery.entry(gallery.default) or gallery.entries[0]
     beside = [e.name for e in gallery.entries if e.result["ratio"] == shown.result["ratio"] and e.name != shown.name
-              and e.result.get("config", {}).get("allocation") == "auto"]
+              and e.allocation == "auto"]
     return _showing(store, session, shown.name, beside) | {"status": texts.gallery_status(shown.label)}
 
 
@@ -432,10 +430,10 @@ def start(store: Store, session: str, title: str) -> dict:
     chosen = next((s for s in starts.available(store.gallery) if s.title == title), None)
     if chosen is None:
         return {"start_info": "This starting point needs the gallery, which is not installed here."}
-    result = store.gallery.entry(chosen.shown).result
+    method, allocation, ratio = store.gallery.entry(chosen.shown).setting
     return _showing(store, session, chosen.shown, list(chosen.beside)) | {
-        "start_info": f"**{chosen.title}.** {chosen.look}", "method": result["method"], "ratio": result["ratio"],
-        "allocation": result.get("config", {}).get("allocation", "auto")}
+        "start_info": f"**{chosen.title}.** {chosen.look}", "method": method, "allocation": allocation,
+        "ratio": ratio}
 
 
 def _showing(store: Store, session: str, shown: str, beside: list[str]) -> dict:

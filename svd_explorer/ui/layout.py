@@ -38,7 +38,7 @@ def first_setting(store: Store) -> tuple[str, str, float]:
     entry = store.gallery.entry(store.gallery.default) if store.gallery else None
     if entry is None:
         return DEFAULT_METHOD, "auto", RunConfig().ratio
-    return entry.result["method"], entry.result.get("config", {}).get("allocation", "auto"), entry.result["ratio"]
+    return entry.setting
 
 
 class Page:
