@@ -167,3 +167,16 @@ def test_a_finished_identical_request_is_answered_at_once_with_the_shared_model(
     out = callbacks._shared_result(store, "b", first, "#1 run")
     assert out["status"].startswith("Done at once") and store.get("b", out["run_box"]["value"]).model is model
     assert first.model is model                     # one model shared by two runs counts once against the cap
+
+
+def test_the_page_opens_with_the_controls_and_options_of_the_gallery_default(tiny_gallery, tiny_folder, tmp_path):
+    from svd_explorer.ui import build_demo
+
+    body = json.loads(gzip.decompress(tiny_gallery.read_bytes()))
+    body["default"] = "asvd/auto/0.2"
+    path = tmp_path / "gallery.json.gz"
+    path.write_bytes(gzip.compress(json.dumps(body).encode()))
+    demo = build_demo(default_model=str(tiny_folder), preload=False, limits=Limits.of(False), gallery=path)
+    named = demo.components
+    assert (named["method"].value, named["allocation"].value, named["ratio"].value) == ("asvd", "auto", 0.2)
+    assert named["group__asvd"].visible and not named["group__svd-llm"].visible   # asvd's options, not svd-llm's

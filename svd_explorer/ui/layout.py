@@ -99,7 +99,7 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
         _options(page, d, limits)
         _tabs(page, limits)
         _wire(page, demo)
-    demo.store, demo.limits = store, limits
+    demo.store, demo.limits, demo.components = store, limits, page.c     # components by name, for tests
     return demo
 
 
@@ -158,15 +158,16 @@ def _options(page: Page, d: dict, limits: Limits) -> None:
             page.add("seq_len", gr.Slider(16, limits.seq_len, value=d["seq_len"], step=16, label="tokens per window"))
             page.add("eval_windows", gr.Slider(0, limits.eval_windows, value=d["eval_windows"], step=1,
                                                label=cb.evaluation_label()))
+        method, allocation, _ = first_setting(page.store)      # the options shown are those of the controls' values
         with gr.Accordion("Method options", open=False, elem_id="acc-method"):
             for name, cls in REGISTRY.items():
-                with gr.Group(visible=name == DEFAULT_METHOD) as group:
+                with gr.Group(visible=name == method) as group:
                     for option in cls.options:
                         _option_controls(page, "opt", name, option)
                 page.add(f"group__{name}", group)
         with gr.Accordion("Allocation options and refinement", open=False, elem_id="acc-allocation"):
             for name, cls in ALLOCATIONS.items():
-                with gr.Group(visible=False) as group:
+                with gr.Group(visible=name == allocation) as group:
                     for option in cls.options:
                         _option_controls(page, "opt", name, option)
                 page.add(f"agroup__{name}", group)
