@@ -3,6 +3,7 @@
 example prompts. The page opens on it.
 
     python bench/gallery.py run [--methods svd,...] [--allocations auto,sensitivity] [--ratios 0.05,...]
+    python bench/gallery.py reference   # the page's default run from a clone without data, timed twice
     python bench/gallery.py pack        # svd_explorer/study/gallery.json.gz from the finished runs
 
 Settings are the page's defaults, so a visitor's first run lands among the gallery's points: calibration
@@ -12,6 +13,11 @@ through the chat template. Every run is timed from scratch (no statistics cache)
 is; `run` skips what is done (one JSON per run in bench/results/gallery/). Serving cost is not measured
 (`--no-cost`: on this CPU it took longer than the compression of a fast method); the Cost tab says so
 for gallery runs.
+
+`reference` times, in a fresh process and an empty cache, the page's first run as a clone without the
+data folder makes it (text sampled from the model for calibration and evaluation, serving cost measured,
+the model loaded from disk), then the same run again (the sampled text read back): the page's estimate
+of a run's whole time starts from these and the gallery's runs.
 
 The page's first run (`default`) is chosen here on development text only, never on the prompts: of the
 runs whose whole time stays under DEFAULT_SECONDS, the one removing the most parameters whose development
@@ -25,6 +31,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,7 +55,8 @@ NEW_TOKENS = 64
 DEFAULT_SECONDS = 150        # the whole run with the model loaded: 180 s leaves room for loading it and the queue
 DEFAULT_DEV_FACTOR = 2.0
 SETTINGS = ("the page's defaults: calibration 16 × 256 tokens of BoolQ passages (seed 0), evaluation on the first "
-            "8 × 256 tokens of WikiText-2 test, greedy answers of 64 tokens")
+            "8 × 256 tokens of WikiText-2 test, `sensitivity` scored on 2 development windows (the page: 4), greedy "
+            "answers of 64 tokens")
 
 
 def answers(model, tokenizer) -> list[str]:
@@ -89,6 +97,20 @@ def one(lm, method: str, allocation: str, ratio: float) -> None:
                                 "answers": answers(outcome.model, lm.tokenizer)}))
 
 
+def reference() -> None:
+    """Two timed runs of the page's default setting as a clone without data runs it (see the docstring)."""
+    default = default_entry([json.loads(p.read_text()) for p in sorted(OUT.glob("*_*.json"))])
+    method, allocation, ratio = default.split("/")
+    os.environ["SVD_EXPLORER_CACHE"] = tempfile.mkdtemp(prefix="svd-explorer-reference-")
+    page = PAGE | {"calib": "self", "eval_source": "self", "dev_windows": 0, "search_windows": 4, "cost": True}
+    config = with_preset("demo", model=MODEL, method=method, ratio=float(ratio), allocation=allocation,
+                         allocation_options=ALLOCATIONS[allocation], **page)
+    runs = [run(config, measure_forward=False).record.to_dict() for _ in range(2)]
+    for result in runs:
+        print(f"reference: {result['timings']}", file=sys.stderr, flush=True)
+    (OUT / "reference.json").write_text(json.dumps({"first": runs[0], "again": runs[1]}))
+
+
 def default_entry(runs: list[dict]) -> str | None:
     """The most compressing run whose whole time stays under DEFAULT_SECONDS and whose development
     perplexity stays within DEFAULT_DEV_FACTOR of the original's."""
@@ -99,12 +121,13 @@ def default_entry(runs: list[dict]) -> str | None:
 
 def pack() -> None:
     runs = [json.loads(p.read_text()) for p in sorted(OUT.glob("*_*.json"))]
+    timed = json.loads((OUT / "reference.json").read_text()) if (OUT / "reference.json").exists() else {}
     order = {name: i for i, name in enumerate(REGISTRY)}
     runs.sort(key=lambda r: (order.get(r["result"]["method"], 99), r["result"]["config"]["allocation"] != "auto",
                              r["result"]["ratio"]))
     made = {"command": "python bench/gallery.py run && python bench/gallery.py pack", "commit": _commit(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU", "date": time.strftime("%Y-%m-%d"),
-            "settings": SETTINGS}
+            "settings": SETTINGS} | ({"reference": _timing_record(timed["first"])} if timed else {})
     default = default_entry(runs)
     kept = [{k: r[k] for k in ("name", "label", "result", "answers")} for r in runs]
     size = gallery.pack(gallery.GALLERY_FILE, made, EXAMPLES,
@@ -130,6 +153,13 @@ def answers_table(runs: list[dict], made: dict, original: str, default: str | No
     (ROOT / "docs" / "results" / "answers.json").write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n")
 
 
+def _timing_record(result: dict) -> dict:
+    """What the page's estimate reads of the reference run (the whole record would repeat a gallery run)."""
+    return {k: result[k] for k in ("method", "ratio", "params_before", "refine", "config", "calibration",
+                                   "evaluation", "timings") if k in result} | {
+        "calibration": {"description": result["calibration"]["description"]}}
+
+
 def _commit() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
                           ).stdout.strip() or "?"
@@ -137,13 +167,15 @@ def _commit() -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["run", "pack"])
+    parser.add_argument("action", choices=["run", "reference", "pack"])
     parser.add_argument("--methods", default=",".join(REGISTRY))
     parser.add_argument("--allocations", default=",".join(ALLOCATIONS))
     parser.add_argument("--ratios", default=",".join(map(str, RATIOS)))
     args = parser.parse_args(argv)
     if args.action == "pack":
         return pack()
+    if args.action == "reference":
+        return reference()
     methods, allocations = args.methods.split(","), args.allocations.split(",")
     ratios = [float(r) for r in args.ratios.split(",")]
     run_all(methods, allocations, ratios)

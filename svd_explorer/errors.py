@@ -17,3 +17,7 @@ class ConfigError(ValueError):
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.field = field
+
+
+class DataError(ValueError):
+    """Text that cannot be read or is too short; the message says what to do."""

@@ -205,6 +205,7 @@ def test_compress_streams_progress_then_shows_every_figure(app, tiny_folder):
     statuses = [out["status"] for out in finish(compress_job(c, method="aa-svd", ratio=0.4, refine_steps=20))]
     assert statuses[-1].startswith("Done") and any("projection" in s for s in statuses)
     assert len(set(statuses)) > 3                  # the status line moves while the work goes on
+    assert "about" in statuses[0] and "Expected about" in statuses[-1]     # the whole run's estimate, first to last
     figures = named(FIGURES, c.predict(api_name="/show_run", run_box=None, block_box=0, kind_box=None,
                                        depth_metric="rel_error", compare_metric="ppl_compressed"))
     assert "aa-svd" in figures["metrics"] and "perplexity" in figures["metrics"]

@@ -162,3 +162,28 @@ def test_messages_and_descriptions_name_an_upload_by_its_own_name(tmp_path):
     _, description = text_windows(str(upload / "notes.txt"), None, char_tokenizer(), 2, 16, seed=0, split="train",
                                   consecutive=False)
     assert description.startswith("notes.txt:") and "gradio" not in description
+
+
+def test_sampled_text_is_reused_for_the_same_model_and_seed(monkeypatch, tmp_path):
+    """A second run of the same model and seed reads its sampled windows back instead of sampling again;
+    another seed or other weights sample anew; a damaged file is sampled again; the folder stays bounded."""
+    from conftest import tiny_model
+
+    from svd_explorer.text import sampled
+    monkeypatch.setenv("SVD_EXPLORER_CACHE", str(tmp_path))
+    model, tok = tiny_model("llama"), char_tokenizer()
+    calls = []
+    first = sampled.sampled_windows(model, tok, 3, 8, seed=5, progress=lambda done, total: calls.append(done))
+    assert first.shape == (3, 8) and calls
+    calls.clear()
+    again = sampled.sampled_windows(model, tok, 3, 8, seed=5, progress=lambda done, total: calls.append(done))
+    assert torch.equal(first, again) and not calls          # read back: no token generated
+    assert not torch.equal(first, sampled.sampled_windows(model, tok, 3, 8, seed=6))
+    other = tiny_model("llama", seed=1)
+    assert sampled.sample_key(other, tok, 3, 8, 5) != sampled.sample_key(model, tok, 3, 8, 5)
+    path = tmp_path / "text" / f"{sampled.sample_key(model, tok, 3, 8, 5)}.pt"
+    path.write_bytes(b"not a tensor")
+    assert torch.equal(first, sampled.sampled_windows(model, tok, 3, 8, seed=5))
+    monkeypatch.setattr(sampled, "MAX_FILES", 2)
+    sampled.sampled_windows(model, tok, 3, 8, seed=7)
+    assert len(list((tmp_path / "text").glob("*.pt"))) == 2

@@ -172,9 +172,11 @@ def run(plan: Plan | RunConfig, *, loaded: LoadedModel | None = None, emit=None,
         keep_model: bool = False, measure_forward: bool = True, token=None) -> Outcome:
     """Compress and measure as `plan` says; `loaded` reuses a model already in memory (the app)."""
     check = cancel_check(cancel)
-    emit = stoppable(emit or _quiet, check)
+    heard = emit or _quiet
+    emit = stoppable(heard, check)
     plan = as_plan(plan, token)
-    config, phases = plan.config, Phases(plan.device)
+    config = plan.config
+    phases = Phases(plan.device, on_end=lambda name, seconds: heard("phase", {"name": name, "seconds": seconds}))
     with phases("loading"):
         lm, placement = _model_and_placement(plan, loaded, emit)
     check()

@@ -11,10 +11,12 @@ PHASES = ("loading", "text", "forward", "statistics", "allocation", "compression
 
 
 class Phases:
-    """Wall time of each phase of one run (synchronised on `device`), and of the whole run."""
+    """Wall time of each phase of one run (synchronised on `device`), and of the whole run. `on_end(name,
+    seconds)` hears each phase end (the page refines its estimate of the whole run with it)."""
 
-    def __init__(self, device=None):
+    def __init__(self, device=None, on_end=None):
         self.device, self.seconds, self.whole = device, {}, Clock(device)
+        self.on_end = on_end or (lambda name, seconds: None)
 
     @contextmanager
     def __call__(self, name: str):
@@ -26,6 +28,7 @@ class Phases:
 
     def add(self, name: str, seconds: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self.on_end(name, seconds)
 
     def breakdown(self) -> dict[str, float]:
         ordered = {name: round(self.seconds[name], 2) for name in PHASES if self.seconds.get(name)}

@@ -48,6 +48,7 @@ class Job:
     finished: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     events: list = field(default_factory=list)
+    estimate: dict | None = None    # seconds per phase expected when it was asked for (the status line's)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self):

@@ -17,19 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
+from ..errors import DataError
 from ..model import hub
-from ..model.devices import model_device
+from .sampled import sampled_windows
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NAMED_SOURCES = ("wikitext2", "ptb", "boolq", "lambada", "self")
 TEXT_SUFFIXES = (".txt", ".raw", ".text", ".md", "")
 DEV_SEED_OFFSET = 1000   # development text of seed s is drawn with seed s + 1000
-
-
-class DataError(ValueError):
-    """Text that cannot be read or is too short; the message says what to do."""
 
 
 def data_dir() -> Path | None:
@@ -59,7 +55,7 @@ def load_text(source: str, split: str = "test") -> Text:
     """Read a named dataset or a file into one string (documents joined by blank lines)."""
     source = (source or "").strip()
     if source == "self":
-        raise DataError("'self' text is sampled from the model: use sample_self_windows()")
+        raise DataError("'self' text is sampled from the model: use text_windows()")
     if source == "wikitext2":
         text = _hub_or_local("wikitext", "wikitext-2-raw-v1", "text", split,
                              "wikitext-2-raw/wiki.test.raw" if split == "test" else None)
@@ -264,36 +260,6 @@ def consecutive_windows(tokens: torch.Tensor, count: int, length: int, what: str
     return tokens[: count * length].view(count, length)
 
 
-@torch.no_grad()
-def sample_self_windows(model, tokenizer, count: int, length: int, seed: int, batch_size: int = 16,
-                        progress=None) -> torch.Tensor:
-    """Data-free text: the model continues a BOS (or EOS) token with plain sampling.
-
-    `progress(tokens_done, tokens_total)` is called at every generated token; it may raise to stop."""
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    if start is None:
-        raise DataError("'self' sampling needs a BOS or EOS token in the tokenizer")
-    device = model_device(model)
-    torch.manual_seed(seed)
-    rows = []
-
-    class Report(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            if progress is not None:
-                progress(sum(r.numel() for r in rows) + input_ids.shape[0] * (input_ids.shape[1] - 1), count * length)
-            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
-    for i in range(0, count, batch_size):
-        n = min(batch_size, count - i)
-        prompt = torch.full((n, 1), start, dtype=torch.long, device=device)
-        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=True, top_k=0, top_p=1.0,
-                             temperature=1.0, max_new_tokens=length, min_new_tokens=length,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=None,
-                             stopping_criteria=StoppingCriteriaList([Report()]))
-        rows.append(out[:, 1:length + 1].cpu())
-    return torch.cat(rows)
-
-
 _TOKENS: dict = {}
 
 
@@ -312,7 +278,7 @@ def text_windows(source: str, model, tokenizer, count: int, length: int, seed: i
                  split: str, consecutive: bool, progress=None) -> tuple[torch.Tensor, str]:
     """Token windows from any source, with a description for manifests and results."""
     if source == "self":
-        windows = sample_self_windows(model, tokenizer, count, length, seed, progress=progress)
+        windows = sampled_windows(model, tokenizer, count, length, seed, progress=progress)
         return windows, f"self: {count} x {length} tokens sampled from the original model (seed {seed})"
     tokens, description = text_tokens(source, tokenizer, split)
     if consecutive:
@@ -332,7 +298,7 @@ def development_windows(source: str, model, tokenizer, count: int, length: int, 
     again with another seed."""
     offset = DEV_SEED_OFFSET * (2 if searched else 1)
     if source == "self":
-        windows = sample_self_windows(model, tokenizer, count, length, seed + offset, progress=progress)
+        windows = sampled_windows(model, tokenizer, count, length, seed + offset, progress=progress)
         return windows, f"self: {count} x {length} tokens sampled with seed {seed + offset} (development)"
     tokens, description = text_tokens(source, tokenizer, "train")
     calibration_count, calibration_length = calibration

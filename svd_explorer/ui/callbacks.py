@@ -287,7 +287,9 @@ def load_interruptibly(store: Store, source: str, job):
 
 def compress_work(store: Store, checked: Plan):
     def work(job):
+        clock = time.time()
         lm = load_interruptibly(store, checked.config.model, job)
+        job.emit("phase", {"name": "loading", "seconds": time.time() - clock})
         outcome = run_engine(checked, loaded=lm, emit=job.emit, cancel=job.cancel, keep_model=True,
                              measure_forward=False)
         return outcome.record, outcome.model, lm.tokenizer
@@ -320,6 +322,7 @@ def compress(store: Store, session: str, **v):
             yield _shared_result(store, session, shared, label)
             return
         job = store.jobs.submit(session, "compress", compress_work(store, checked), key=key)
+        job.estimate = job.estimate or store.estimate(checked)
     except PROBLEMS as err:
         yield {"status": f"Error: {message(err)}"} | beside(err)
         return
@@ -384,7 +387,7 @@ def _finish(store: Store, session: str, job, config, label: str, key: str) -> di
     without_server_paths(record)
     result = record.to_dict()
     run = store.add(session, label, config.model, result, model, tokenizer, record, key)
-    done = f"Done {_result_line(result, job.elapsed)}"
+    done = f"Done {_result_line(result, job.elapsed)}{texts.expected_when_asked(job)}"
     if job.session != session:
         done += " (An identical run another visitor asked for: one compression served you both.)"
     return {"status": done, "run_box": _choices_update(store, session, run.id)}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..model.devices import resolve_device
 from ..model.loading import LoadedModel
+from ..run import estimate
 from ..run.config import with_preset
 from ..run.engine import load_for
 from ..run.plan import plan
@@ -56,6 +57,15 @@ def gallery_runs(gallery) -> dict[str, Run]:
         return {}
     return {GALLERY_PREFIX + e.name: Run(GALLERY_PREFIX + e.name, "", e.label, e.result.get("model", ""), e.result,
                                          entry=e) for e in gallery.entries}
+
+
+def measured_runs(gallery) -> list[estimate.Measured]:
+    """The runs timed on the gallery's machine that estimates start from: its entries and its reference run
+    (the page's default from a clone without data: loading, sampled text and serving cost included)."""
+    if gallery is None:
+        return []
+    runs = [e.result for e in gallery.entries] + ([gallery.made["reference"]] if "reference" in gallery.made else [])
+    return [estimate.Measured.of(r) for r in runs if r.get("timings")]
 
 
 def load_gallery(path=None):
@@ -112,6 +122,7 @@ class Store:
         self.default_model, self.limits = default_model, limits
         self.gallery, self.gallery_problem = load_gallery(gallery_path)
         self.gallery_runs = gallery_runs(self.gallery)
+        self.measured = measured_runs(self.gallery)
         self._gallery_figures: OrderedDict = OrderedDict()
         self.models = ModelCache(size=2)
         self.jobs = JobManager(workers=1, max_jobs=limits.queue, time_limit=limits.job_seconds or None)
@@ -124,6 +135,11 @@ class Store:
             threading.Thread(target=self._preload, daemon=True).start()
         period = max(1.0, min(60.0, limits.download_seconds / 4))
         threading.Thread(target=_expire_periodically, args=(weakref.ref(self), period), daemon=True).start()
+
+    def estimate(self, checked) -> dict[str, float] | None:
+        """Seconds per phase a checked plan should take here (None without measured runs to start from)."""
+        loaded = self.models.peek(checked.config.model) is not None
+        return estimate.for_plan(checked, self.measured, loaded)
 
     def _preload(self):
         try:

@@ -6,6 +6,7 @@ import time
 
 from ..compress.allocation import ALLOCATIONS
 from ..compress.methods import REGISTRY
+from ..run import estimate
 from ..run.timings import describe
 
 READY = "Ready."   # the status line of a page that has not run anything
@@ -234,7 +235,8 @@ def _job_line(job, position: int, total_projections: int | None) -> str:
         waited = time.time() - job.created
         if job.cancel.is_set():
             return "Stopping… (your job had not started)."
-        return f"Waiting for the worker: {position} job(s) ahead of yours · waiting {waited:.0f} s."
+        return (f"Waiting for the worker: {position} job(s) ahead of yours · waiting {waited:.0f} s"
+                f"{_expected(job)}.")
     events = job.events_since(0)
     elapsed = f"{job.elapsed:.0f} s elapsed"
     if job.cancel.is_set():
@@ -247,13 +249,37 @@ def _job_line(job, position: int, total_projections: int | None) -> str:
     text = f"Running: {status} · {elapsed}"
     if step and (not done or step[0] > _last_time(events, "projection")):
         text = f"Running: {status} · {_step(step[1])} · {elapsed}"
+    pipeline_left = None
     if done and total_projections:
         start = next((t for t, k, _ in events if k == "start"), job.started or time.time())
-        left = (time.time() - start) / len(done) * (total_projections - len(done))
+        pipeline_left = (time.time() - start) / len(done) * (total_projections - len(done))
         step_text = f" · {_step(step[1])}" if step else ""    # blocks counted from 1 here, as in every step
-        text = (f"Running: projection {len(done)} of {total_projections}{step_text} · "
-                f"{elapsed} · about {left:.0f} s left")
-    return text
+        text = f"Running: projection {len(done)} of {total_projections}{step_text} · {elapsed}"
+    return text + _time_left(job, events, pipeline_left)
+
+
+def _expected(job) -> str:
+    """' · this run takes about 95 s here' before it starts (nothing without an estimate)."""
+    return f" · this run takes about {estimate.total(job.estimate):.0f} s here" if job.estimate else ""
+
+
+def expected_when_asked(job) -> str:
+    """' (Expected about 95 s when it was asked for.)': the first estimate beside the measured time."""
+    return f" (Expected about {estimate.total(job.estimate):.0f} s when asked for.)" if job.estimate else ""
+
+
+def _time_left(job, events: list, pipeline_left: float | None) -> str:
+    """' · about 40 s left of about 95 s': the job's estimate refined by the phases that ended (or, without
+    an estimate, the pipeline's own extrapolation)."""
+    if not job.estimate:
+        return f" · about {pipeline_left:.0f} s left" if pipeline_left is not None else ""
+    finished, since = {}, job.started or time.time()
+    for t, kind, data in events:
+        if kind == "phase":
+            finished[data["name"]] = finished.get(data["name"], 0.0) + data["seconds"]
+            since = t
+    to_go = estimate.left(job.estimate, finished, time.time() - since, pipeline_left)
+    return f" · about {to_go:.0f} s left of about {job.elapsed + to_go:.0f} s"
 
 
 def _step(data: dict) -> str:

@@ -1,0 +1,75 @@
+"""The whole run's estimate: a prior from measured runs scaled by the work asked for, refined by phase."""
+import time
+
+import pytest
+
+from svd_explorer.run import estimate
+from svd_explorer.run.worker import Job
+from svd_explorer.ui import texts
+
+
+def record(method="svd-llm", allocation="auto", ratio=0.2, params=1000, calib=16, seq=256, evals=8,
+           refine=None, calib_text="BoolQ passages", **timings):
+    return {"method": method, "ratio": ratio, "params_before": params, "refine": refine,
+            "config": {"allocation": allocation, "calib_samples": calib, "seq_len": seq, "eval_windows": evals,
+                       "dev_windows": 0, "refine_steps": 100, "refine_batch": 1, "cost": "cost" in timings},
+            "calibration": {"description": calib_text}, "evaluation": {"description": "wikitext test"},
+            "timings": {"loading": 0.0, **timings}}
+
+
+def request(calib=16, seq=256, evals=8, refine="off", sampled=0, loaded=True, cost=False):
+    config = {"calib_samples": calib, "seq_len": seq, "eval_windows": evals, "refine": refine, "refine_steps": 100,
+              "refine_batch": 1, "cost": cost}
+    return estimate.work(config, sampled, loaded)
+
+
+def test_the_prior_scales_the_most_alike_run_by_the_work_asked_for():
+    measured = [estimate.Measured.of(record(statistics=10.0, compression=20.0, evaluation=4.0)),
+                estimate.Measured.of(record(method="svd", compression=2.0, evaluation=40.0))]
+    same = estimate.prior("svd-llm", "auto", 0.2, 1000, request(), measured)
+    assert same == pytest.approx({"statistics": 10.0, "compression": 20.0, "evaluation": 4.0})
+    double = estimate.prior("svd-llm", "auto", 0.3, 2000, request(calib=32, evals=4), measured)
+    assert double == pytest.approx({"statistics": 40.0, "compression": 80.0, "evaluation": 4.0})
+
+
+def test_a_method_phase_is_not_borrowed_but_a_shared_phase_is():
+    """aa-svd computes no statistics of its own: no other method's statistics time is added to it; the
+    loading, sampling and cost measured by another run are."""
+    measured = [estimate.Measured.of(record(method="aa-svd", compression=30.0, refinement=60.0,
+                                            refine={"steps": 100})),
+                estimate.Measured.of(record(method="svd-llm", calib=16, evals=8, calib_text="self: 16 x 256",
+                                            loading=12.0, text=40.0, statistics=10.0, compression=5.0, cost=20.0))]
+    prior = estimate.prior("aa-svd", "auto", 0.2, 1000, request(refine="on", sampled=4096, loaded=False,
+                                                                cost=True), measured)
+    assert "statistics" not in prior
+    assert prior == pytest.approx({"loading": 12.0, "text": 40.0, "compression": 30.0, "refinement": 60.0,
+                                   "cost": 20.0})
+    assert estimate.prior("svd", "auto", 0.2, 1000, request(), []) is None
+
+
+def test_time_left_follows_the_phases_as_they_end():
+    prior = {"text": 10.0, "statistics": 20.0, "compression": 30.0, "refinement": 30.0, "evaluation": 10.0}
+    assert estimate.left(prior, {}, 0.0) == pytest.approx(100.0)
+    assert estimate.left(prior, {}, 4.0) == pytest.approx(96.0)
+    assert estimate.left(prior, {}, 50.0) == pytest.approx(90.0)         # a slow phase never eats the rest
+    # text read back from disk says nothing of the machine; statistics twice as slow doubles the rest
+    assert estimate.left(prior, {"text": 0.1, "statistics": 40.0}, 0.0) == pytest.approx(140.0)
+    # compression and refinement run together, and the pipeline's own extrapolation replaces them
+    assert estimate.left(prior, {"text": 10.0, "statistics": 20.0}, 25.0) == pytest.approx(45.0)
+    assert estimate.left(prior, {"text": 10.0, "statistics": 20.0}, 25.0, pipeline_left=5.0) == pytest.approx(15.0)
+    assert estimate.left(prior, dict.fromkeys(prior, 1.0), 0.0) == 0.0
+    assert estimate.speed(prior, {"statistics": 1e6}) == estimate.SPEED_BOUNDS[1]
+
+
+def test_the_status_line_carries_the_estimate_from_the_first_second():
+    job = Job("a", "compress")
+    job.estimate = {"text": 10.0, "compression": 50.0}
+    assert "this run takes about 60 s here" in texts.job_status(job, 0, None)
+    job.status, job.started = "running", time.time()
+    job.emit("status", "preparing the calibration text")
+    assert "about 60 s left of about 60 s" in texts.job_status(job, 0, None)
+    job.emit("phase", {"name": "text", "seconds": 10.0})
+    assert "about 50 s left" in texts.job_status(job, 0, None)
+    assert "Expected about 60 s" in texts.expected_when_asked(job)
+    job.estimate = None
+    assert "left" not in texts.job_status(job, 0, None) and texts.expected_when_asked(job) == ""
