@@ -41,7 +41,16 @@ def context(layout, ratio, seed=0):
                              trial=lambda ranks: kept_params(layout, ranks) / 1e4 + len([r for r in ranks.values()
                                                                                          if r is None]),
                              sensitivity=lambda fractions, score="perplexity": {
-                                 n: {f: v for f, v in row.items() if f in fractions} for n, row in table.items()})
+                                 n: {f: v for f, v in row.items() if f in fractions} for n, row in table.items()},
+                             first_order=lambda: fake_scores(layout, seed))
+
+
+def fake_scores(layout, seed=0):
+    """Signed first-order scores, larger for the leading components, as gradients near a minimum give."""
+    g = torch.Generator().manual_seed(seed + 100)
+    return {p.name: torch.randn(min(p.out_features, p.in_features), generator=g, dtype=torch.float64) *
+            torch.linspace(2.0, 0.1, min(p.out_features, p.in_features), dtype=torch.float64) + 0.05
+            for p in layout.projections}
 
 
 @pytest.mark.parametrize("name", list(ALLOCATIONS))
@@ -239,3 +248,96 @@ def test_allocation_options_are_checked():
         get_allocation("sensitivity", measure="some")
     with pytest.raises(ValueError, match="score"):
         get_allocation("sensitivity", score="accuracy")
+
+
+def test_the_exact_solver_finds_the_least_summed_damage_that_brute_force_finds():
+    import itertools
+
+    from svd_explorer.compress.allocation.solver import Candidate, solve
+    g = torch.Generator().manual_seed(3)
+    candidates = {}
+    for name in "abcde":
+        costs = sorted(torch.randint(5, 60, (3,), generator=g).tolist())
+        damages = sorted(torch.rand(3, generator=g).tolist(), reverse=True)
+        candidates[name] = [Candidate(i + 1, c, d) for i, (c, d) in enumerate(zip(costs, damages))] + \
+            [Candidate(None, 80, 0.0)]
+    cheapest = sum(min(c.params for c in row) for row in candidates.values())
+    for budget in (cheapest, cheapest + 30, cheapest + 90, 400):
+        ranks, found = solve(candidates, budget)
+        chosen = [next(c for c in candidates[n] if c.rank == ranks[n]) for n in candidates]
+        best = min(sum(c.damage for c in combo) for combo in itertools.product(*candidates.values())
+                   if sum(c.params for c in combo) <= budget)
+        assert sum(c.params for c in chosen) <= budget and found["proven"]
+        assert found["damage"] == pytest.approx(best) and sum(c.damage for c in chosen) == pytest.approx(best)
+    with pytest.raises(BudgetError, match="smallest candidate"):
+        solve(candidates, cheapest - 1)
+
+
+def test_the_exact_solver_never_sums_more_damage_than_the_threshold_and_meets_the_budget():
+    """Where projections' damage is spread unevenly the two choices differ; the integer program's summed
+    log-score increase is never above the threshold search's."""
+    from svd_explorer.compress.allocation.sensitivity import candidates
+    layout = find_layout(tiny_model("llama"))
+    for ratio in (0.2, 0.4):
+        ctx, totals = context(layout, ratio), {}
+        table = {n: {f: v for f, v in row.items() if f < 1} for n, row in ctx.sensitivity([0.4, 0.6, 0.8]).items()}
+        for solver in ("threshold", "exact"):
+            allocated = get_allocation("sensitivity", fractions="0.4,0.6,0.8", solver=solver).allocate(ctx)
+            assert kept_params(layout, allocated.ranks) <= target_params(layout, ratio)
+            options = candidates(layout, table, dict.fromkeys(table, 10.0))
+            totals[solver] = sum(next(c.damage for c in options[n] if c.rank == r or (c.rank is None and r is None))
+                                 for n, r in _rounded_to_candidates(layout, allocated.ranks, options).items())
+        assert totals["exact"] <= totals["threshold"] + 1e-9
+
+
+def _rounded_to_candidates(layout, ranks, options):
+    """Each rank down to the largest candidate rank it covers (fill may have added a few units)."""
+    out = {}
+    for p in layout.projections:
+        r = ranks[p.name]
+        kept = [c.rank for c in options[p.name] if c.rank is not None and (r is None or c.rank <= r)]
+        out[p.name] = None if r is None else max(kept)
+    return out
+
+
+def test_zero_sum_drops_the_least_harmful_component_first_and_keeps_every_floor():
+    """With every predicted change positive the zero-sum rule is a global greedy on |ΔL| (each projection
+    from its smallest singular value up); a floor is never crossed; a floor the budget cannot pay is refused."""
+    from svd_explorer.compress.allocation.base import floor_rank
+    from svd_explorer.compress.allocation.zero_sum import zero_sum_ranks
+    layout = find_layout(tiny_model("llama"))
+    scores = {n: s.abs().sort(descending=True).values for n, s in fake_scores(layout).items()}
+    budget = target_params(layout, 0.3)
+    ranks, _ = zero_sum_ranks(layout, scores, budget, 0.0)
+    dropped = [float(scores[p.name][k]) for p in layout.projections for k in range(ranks[p.name], max_rank(p))]
+    kept = [float(scores[p.name][k]) for p in layout.projections for k in range(ranks[p.name])]
+    assert kept_params(layout, ranks) <= budget and dropped
+    assert max(dropped) <= min(kept)
+    floored, _ = zero_sum_ranks(layout, scores, budget, 0.3)
+    assert all(floored[p.name] >= floor_rank(p, 0.3) for p in layout.projections)
+    with pytest.raises(BudgetError, match="lower the floor"):
+        zero_sum_ranks(layout, scores, target_params(layout, 0.6), 0.8)
+
+
+def test_zero_sum_keeps_the_running_sum_near_zero():
+    """Mixed signs: after the forced drops beyond break-even, every choice pulls the running sum towards 0,
+    so it ends within one component's change of 0 whenever both signs remain on offer."""
+    from svd_explorer.compress.allocation.zero_sum import zero_sum_ranks
+    layout = find_layout(tiny_model("llama"))
+    scores = {n: s - s.mean() for n, s in fake_scores(layout, 4).items()}
+    ranks, running = zero_sum_ranks(layout, scores, target_params(layout, 0.4), 0.0)
+    biggest = max(float(s.abs().max()) for s in scores.values())
+    assert abs(running) <= biggest + abs(sum(float(scores[p.name][max_rank(p):].sum()) for p in layout.projections))
+
+
+def test_a_floor_keeps_loss_allocation_from_starving_a_projection():
+    from svd_explorer.compress.allocation.base import floor_rank
+    layout = find_layout(tiny_model("llama"))
+    ctx = context(layout, 0.3)
+    plain = get_allocation("loss").allocate(ctx).ranks
+    floored = get_allocation("loss", floor=0.4).allocate(ctx).ranks
+    assert any(plain[p.name] < floor_rank(p, 0.4) for p in layout.projections)       # starved without it
+    assert all(floored[p.name] >= floor_rank(p, 0.4) for p in layout.projections)
+    assert kept_params(layout, floored) <= target_params(layout, 0.3)
+    with pytest.raises(BudgetError, match="lower the floor"):
+        get_allocation("loss", floor=0.9).allocate(context(layout, 0.5))

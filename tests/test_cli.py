@@ -214,3 +214,21 @@ def test_sensitivity_measured_at_one_fraction_end_to_end(tiny_folder, text_file,
     result = json.loads(run_file.read_text())
     assert result["allocation"]["options"]["score"] == "kl" and result["config"]["search_windows"] == 2
     assert len(list((tmp_path / "cache").glob("sensitivity-*.json"))) == 2     # its own table, not the perplexity one
+
+
+def test_zero_sum_end_to_end_gradients_once_then_from_the_cache(tiny_folder, text_file, tmp_path, capsys):
+    """`--allocation zero-sum` takes gradients on the development windows, meets the budget, records its
+    predicted change, and a second run at another ratio reads the first-order scores back."""
+    run_file, cache = tmp_path / "run.json", tmp_path / "cache"
+    for ratio, state in (("0.3", "cache computed"), ("0.4", "cache hit")):
+        rc = main(compress(tiny_folder, text_file, "--method", "svd-llm", "--ratio", ratio, "--allocation", "zero-sum",
+                           "--floor", "0.1", "--search-windows", "2", "--stats-cache", str(cache),
+                           "--json", str(run_file)))
+        assert rc == 0, capsys.readouterr().err
+        result = json.loads(run_file.read_text())
+        info = result["allocation"]["info"]
+        assert result["allocation"]["name"] == "zero-sum" and info["floor"] == 0.1
+        assert isinstance(info["predicted_change"], float)
+        assert result["calibration"]["prepared"]["first-order"] == state
+        assert result["linear_params_after"] <= (1 - float(ratio)) * result["linear_params_before"] + 1
+    assert len(list(cache.rglob("first-order-*.safetensors"))) == 1

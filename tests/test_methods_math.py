@@ -295,3 +295,19 @@ def test_truncated_spectrum_is_what_the_fit_truncates(name):
     w = weight()
     fit = method.fit(w, stats, method.split(8, M, N), "l")
     assert torch.allclose(method.truncated_spectrum(w, stats, "l"), fit.spectrum, rtol=1e-6)
+
+
+def test_first_order_scores_are_the_papers_formula_without_inverting_the_transform():
+    """ZS-SVD scores −σ_i u_iᵀ (G T⁻ᵀ) v_i for A = W T; dropping u_i u_iᵀ W from W changes a loss linear in W by
+    exactly our score, for a whitening T as for a diagonal scale."""
+    from svd_explorer.compress.gradients import dropped_component_scores
+    g = torch.Generator().manual_seed(0)
+    w, grad = torch.randn(9, 6, generator=g, dtype=torch.float64), torch.randn(9, 6, generator=g, dtype=torch.float64)
+    for t in (torch.randn(6, 6, generator=g, dtype=torch.float64) + 4 * torch.eye(6, dtype=torch.float64),
+              torch.diag(torch.rand(6, generator=g, dtype=torch.float64) + 0.5)):
+        u, sigma, vh = torch.linalg.svd(w @ t, full_matrices=False)
+        paper = -sigma * torch.einsum("mi,mn,ni->i", u, grad @ torch.linalg.inv(t).T, vh.T)
+        ours = dropped_component_scores(w, u, grad)
+        assert torch.allclose(ours, paper)
+        component = u[:, :1] @ (u[:, :1].T @ w)
+        assert torch.isclose(-(grad * component).sum(), ours[0])

@@ -28,9 +28,10 @@ from ..cache.statistics import (
     load_or_compute,
     size_limit,
 )
-from ..compress.allocation import AllocationContext
+from ..compress.allocation import AllocationContext, NeedsData
 from ..compress.candidates import DevScorer
 from ..compress.decompositions import DecompositionStore, digest, reusing
+from ..compress.gradients import dropped_component_scores, mean_gradients
 from ..compress.pipeline import Passes, PrepareContext, cancel_check, compress_model
 from ..compress.quantize import quantize
 from ..compress.stats import Statistics
@@ -39,7 +40,7 @@ from ..model.blocks import count_parameters, find_layout
 from ..model.devices import Clock, describe_linalg, model_device
 from ..model.loading import LoadedModel, load_model
 from ..model.lowrank import dense_weight_and_bias
-from ..model.offload import Placement, device_map, fixed_mmap_threshold, onloaded
+from ..model.offload import Placement, device_map, fixed_mmap_threshold, is_offloaded, onloaded
 from ..model.saving import folder_bytes, save_compressed, save_merged, versions
 from ..model.serving import CostSettings, compare_cost, serving_cost
 from ..text.metrics import evaluate
@@ -397,7 +398,7 @@ class _Study:
         self.cached = None
         self.statistics_state = "computed in the pass"
         self.prepared = {}         # kind -> cache state of what the method measured before the blocks
-        self.scorer = None
+        self.scorer, self.dev_ids = None, None
         self.key = cache_key(lm.source, lm.revision, calib_desc, digest(calib_ids), config.calib_samples,
                              config.seq_len, config.seed, config.batch_size, Passes.of(lm.model, config.precision))
 
@@ -446,33 +447,66 @@ class _Study:
         layout = find_layout(self.lm.model)
         return AllocationContext(layout, self.config.ratio, self.method, spectra=self._spectra,
                                  trial=lambda ranks: self._scorer().plan_perplexity(ranks),
-                                 sensitivity=self._sensitivity, emit=self.emit, check=self.check)
+                                 sensitivity=self._sensitivity, first_order=self._first_order, emit=self.emit,
+                                 check=self.check)
 
     def _spectra(self) -> dict:
-        layout = find_layout(self.lm.model)
-        if self.scorer is not None and all(p.name in self.scorer.spectra for p in layout.projections):
+        names = [p.name for p in find_layout(self.lm.model).projections]
+        if self.scorer is not None and all(name in self.scorer.spectra for name in names):
             return dict(self.scorer.spectra)     # the sensitivity candidates' SVDs already gave every spectrum
+        return {p.name: self.method.truncated_spectrum(weight, stats, p.name).cpu()
+                for p, weight, stats in self._projections()}
+
+    def _projections(self):
+        """(projection, its dense weight on the stream's device, its original-stream statistics), in order."""
+        layout = find_layout(self.lm.model)
         home = Passes.of(self.lm.model).home
-        out = {}
         for p in layout.projections:
             self.check()
             with onloaded(layout.blocks[p.block]) as block:
                 weight = dense_weight_and_bias(block.get_submodule(p.local))[0].detach().to(home)
             s = self.cached.get(p.block, p.group)
-            stats = Statistics.original_only(s.tokens, s.gram_f, s.absmean)
-            out[p.name] = self.method.truncated_spectrum(weight, stats, p.name).cpu()
-        return out
+            yield p, weight, Statistics.original_only(s.tokens, s.gram_f, s.absmean)
+
+    def _development(self) -> torch.Tensor:
+        """The development windows searches score on (drawn once per run, disjoint from the calibration)."""
+        if self.dev_ids is None:
+            source = resolve_calibration(self.config.calib)
+            self.dev_ids, desc = development_windows(source, self.lm.model, self.lm.tokenizer,
+                                                     *search_windows(self.config), self.config.seed,
+                                                     (self.config.calib_samples, self.config.seq_len))
+            self.emit("status", f"development text: {desc}")
+            self.dev_description = desc
+        return self.dev_ids
 
     def _scorer(self):
         if self.scorer is None:
-            source = resolve_calibration(self.config.calib)
-            ids, desc = development_windows(source, self.lm.model, self.lm.tokenizer, *search_windows(self.config),
-                                            self.config.seed, (self.config.calib_samples, self.config.seq_len))
-            self.emit("status", f"development text: {desc}")
-            self.dev_description = desc
-            self.scorer = DevScorer(self.lm.model, ids, self.cached, self.method, precision=self.config.precision,
-                                    check=self.check)
+            self.scorer = DevScorer(self.lm.model, self._development(), self.cached, self.method,
+                                    precision=self.config.precision, check=self.check)
         return self.scorer
+
+    def _first_order(self) -> dict:
+        """name -> the first-order loss change of dropping each singular component of what the method's
+        original-stream form truncates, from the original model's mean gradient on the development windows
+        (kept beside the statistics: it depends on neither the ratio nor the allocation's options)."""
+        if is_offloaded(self.lm.model):
+            raise NeedsData("the first-order scores need the whole model in memory for a backward pass; use "
+                            "--offload none")
+        windows, form = self._development(), self.method.original_stream_form()
+
+        def compute():
+            self.emit("status", f"first-order scores: gradients of the loss on {len(windows)} development windows")
+            gradients = mean_gradients(self.lm.model, find_layout(self.lm.model).projections, windows, self.check)
+            return {p.name: dropped_component_scores(weight, form.truncated_directions(weight, stats, p.name),
+                                                     gradients.pop(p.name).to(weight.device)).cpu()
+                    for p, weight, stats in self._projections()}
+        if self.config.stats_cache == "off":
+            return compute()
+        key = {"statistics": self.key, "method": form.name, "options": form.config,
+               "development": self.dev_description}
+        scores, state = cached_tensors(key_folder(self._root(), self.key), "first-order", key, compute)
+        self.prepared["first-order"] = f"cache {state}"
+        return scores
 
     def _sensitivity(self, fractions, score="perplexity"):
         scorer = self._scorer()

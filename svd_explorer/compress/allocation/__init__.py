@@ -7,11 +7,13 @@ from .loss import Loss
 from .registry import ALLOCATIONS, allocation_class, allocation_for, get_allocation, list_allocations, register
 from .sensitivity import Sensitivity
 from .uniform import Uniform
+from .zero_sum import ZeroSum
 
 register(Uniform)
 register(Depth)
 register(Loss)
 register(Sensitivity)
+register(ZeroSum)
 
 __all__ = ["ALLOCATIONS", "Allocated", "Allocation", "AllocationContext", "NeedsData", "allocation_class",
            "allocation_for", "fill", "get_allocation", "kept_params", "list_allocations", "max_rank", "register",

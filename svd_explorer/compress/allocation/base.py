@@ -35,6 +35,7 @@ class AllocationContext:
     spectra: Callable[[], dict] | None = None        # name -> singular values of what the method truncates
     trial: Callable[[Ranks], float] | None = None    # development perplexity of a quick compression at these ranks
     sensitivity: Callable[[list[float], str], dict] | None = None  # (fractions, score) -> name -> {fraction: ppl}
+    first_order: Callable[[], dict] | None = None    # name -> loss change of dropping each component (by σ, desc)
     emit: Callable = lambda kind, data: None
     check: Callable = lambda: None
 
@@ -87,6 +88,12 @@ def max_rank(p: Projection) -> int:
 def rank_for_fraction(p: Projection, fraction: float) -> int:
     """Rank at which p's factors keep `fraction` of its dense parameters (at least 1, below break-even)."""
     return min(max_rank(p), max(1, int(fraction * p.dense_params // p.rank_cost)))
+
+
+def floor_rank(p: Projection, floor: float) -> int:
+    """The smallest rank an allocation may give p: `floor` of its dense parameters (0: rank 1). Swift-SVD
+    (arXiv 2604.01609) shows allocations by loss alone starving modules unless each keeps a floor."""
+    return rank_for_fraction(p, floor) if floor > 0 else 1
 
 
 def kept_params(layout: Layout, ranks: Ranks) -> int:

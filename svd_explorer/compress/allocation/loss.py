@@ -9,21 +9,28 @@ formula is unpublished.
 Local losses of different projections are in different units (a down projection's output is not a
 query's), so `normalize=energy` (the default) divides each projection's σ² by its total Σσ², making
 the loss relative; `normalize=none` uses raw σ². The default was chosen on development text.
+`floor` keeps a share of every projection's parameters before the water-filling starts: Swift-SVD (arXiv
+2604.01609) shows truncation-loss allocation starving modules without one (δ = 0.5 there).
 """
 from __future__ import annotations
 
-from .base import Allocated, Allocation, NeedsData, Option, fill, kept_params, max_rank, target_params
+from ...model.lowrank import BudgetError
+from .base import Allocated, Allocation, NeedsData, Option, fill, floor_rank, kept_params, max_rank, target_params
 
 
-def greedy_ranks(layout, spectra: dict, budget: int, normalize: str) -> dict:
-    """Ranks maximising the kept share of Σ_p loss_p within `budget` parameters (see module docstring)."""
-    ranks = {p.name: 1 for p in layout.projections}
+def greedy_ranks(layout, spectra: dict, budget: int, normalize: str, floor: float = 0.0) -> dict:
+    """Ranks maximising the kept share of Σ_p loss_p within `budget` parameters, each projection keeping at
+    least `floor` of its parameters (see module docstring)."""
+    ranks = {p.name: floor_rank(p, floor) for p in layout.projections}
     left = budget - kept_params(layout, ranks)
+    if left < 0:
+        raise BudgetError(f"loss: a floor of {floor:g} of every projection's parameters keeps more than the ratio "
+                          "allows; lower the floor")
     items = []
     for index, p in enumerate(layout.projections):
         energy = spectra[p.name].double().pow(2)
         scale = energy.sum().clamp_min(1e-300) if normalize == "energy" else 1.0
-        gains = (energy[1:max_rank(p)] / scale / p.rank_cost).tolist()
+        gains = (energy[ranks[p.name]:max_rank(p)] / scale / p.rank_cost).tolist()
         items += [(g, index) for g in gains]
     items.sort(key=lambda item: -item[0])
     for _, index in items:
@@ -42,7 +49,9 @@ class Loss(Allocation):
     source = "SVD-LLM v2's truncation-loss allocation (Wang et al., NAACL 2025), read as a global greedy"
     cost = "the spectra of every projection's truncated matrix (from original-stream statistics, cacheable)"
     options = (Option("normalize", "energy", "energy: each projection's loss relative to its total; none: raw σ²",
-                      ("energy", "none")),)
+                      ("energy", "none")),
+               Option("floor", 0.0, "smallest share of each projection's parameters kept (0: rank 1)",
+                      bounds=(0.0, 0.9)))
 
     @property
     def needs_statistics(self) -> bool:
@@ -53,7 +62,7 @@ class Loss(Allocation):
             raise NeedsData("loss: this run cannot provide the projections' spectra")
         spectra = ctx.spectra()
         target = target_params(ctx.layout, ctx.ratio)
-        ranks = greedy_ranks(ctx.layout, spectra, target, self.config["normalize"])
+        ranks = greedy_ranks(ctx.layout, spectra, target, self.config["normalize"], self.config["floor"])
         norm = self.config["normalize"]
 
         def next_gain(p, k):
@@ -62,7 +71,8 @@ class Loss(Allocation):
             return float(energy[k]) / max(scale, 1e-300) / p.rank_cost if k < len(energy) else 0.0
 
         ranks = fill(ctx.layout, ranks, target, next_gain)
-        return Allocated(ranks, {"normalize": norm, "local_loss_kept": _kept_share(ctx.layout, spectra, ranks)})
+        return Allocated(ranks, {"normalize": norm, "floor": self.config["floor"],
+                                 "local_loss_kept": _kept_share(ctx.layout, spectra, ranks)})
 
 
 def _kept_share(layout, spectra, ranks) -> float:

@@ -23,9 +23,11 @@ from __future__ import annotations
 import math
 
 from .base import Allocated, Allocation, NeedsData, Option, fill, kept_params, rank_for_fraction, target_params
+from .solver import Candidate, solve
 
 DEFAULT_FRACTIONS = "0.4,0.5,0.6,0.7,0.8,0.9"
 SCORES = ("perplexity", "kl")
+SOLVERS = ("threshold", "exact")
 DENSE = 1.0         # the kept fraction of a projection left dense: its row holds the model's own perplexity
 
 
@@ -90,6 +92,17 @@ def search_threshold(layout, table: dict, budget: int) -> tuple[float, dict]:
     return thresholds[low], ranks_at_threshold(layout, table, thresholds[low])
 
 
+def candidates(layout, table: dict, dense_score: dict) -> dict[str, list[Candidate]]:
+    """Each projection's table row as knapsack candidates, damage log(score / its dense score), plus dense."""
+    out = {}
+    for p in layout.projections:
+        base = dense_score[p.name]
+        rows = [Candidate(rank_for_fraction(p, f), rank_for_fraction(p, f) * p.rank_cost,
+                          max(math.log(v / base), 0.0)) for f, v in table[p.name].items() if f < DENSE]
+        out[p.name] = rows + [Candidate(None, p.dense_params, 0.0)]
+    return out
+
+
 class Sensitivity(Allocation):
     name = "sensitivity"
     dash = "dashdot"
@@ -103,7 +116,10 @@ class Sensitivity(Allocation):
                       "the others extrapolated from the projection's spectrum (one forward per projection)"),
                Option("score", "perplexity", "what a candidate is scored by: development perplexity (ASVD), or kl: "
                       "the original's perplexity times exp(mean KL from the original's next-token distribution)",
-                      SCORES))
+                      SCORES),
+               Option("solver", "threshold", "threshold: the smallest score threshold that meets the budget (ASVD, "
+                      "bounds the worst projection); exact: an integer program that minimises the summed log-score "
+                      "increase", SOLVERS))
 
     @property
     def needs_statistics(self) -> bool:
@@ -116,24 +132,32 @@ class Sensitivity(Allocation):
     def allocate(self, ctx):
         if ctx.sensitivity is None:
             raise NeedsData("sensitivity: this run cannot provide development text")
-        table = self.table(ctx, parse_fractions(self.config["fractions"]), parse_measure(self.config["measure"]),
-                           self.config["score"])
+        table, dense_scores = self.table(ctx, parse_fractions(self.config["fractions"]),
+                                         parse_measure(self.config["measure"]), self.config["score"])
         budget = target_params(ctx.layout, ctx.ratio)
-        threshold, ranks = search_threshold(ctx.layout, table, budget)
+        if self.config["solver"] == "exact":
+            ranks, found = solve(candidates(ctx.layout, table, dense_scores), budget)
+        else:
+            threshold, ranks = search_threshold(ctx.layout, table, budget)
+            found = {"threshold": threshold}
         worst = {name: max(row.values()) for name, row in table.items()}
         ranks = fill(ctx.layout, ranks, budget, lambda p, k: worst[p.name])
         dense = [p.name for p in ctx.layout.projections if ranks[p.name] is None]
         rounded = {n: {str(f): round(v, 3) for f, v in row.items()} for n, row in table.items()}
-        return Allocated(ranks, {"threshold": threshold, "dense": dense, "measured": self.config["measure"],
-                                 "table": rounded})
+        return Allocated(ranks, found | {"solver": self.config["solver"], "dense": dense,
+                                         "measured": self.config["measure"], "table": rounded})
 
     @staticmethod
-    def table(ctx, fractions: list[float], at: float | None, score: str = "perplexity") -> dict:
-        """name -> {fraction: development perplexity}, measured at every fraction or extrapolated from `at`."""
+    def table(ctx, fractions: list[float], at: float | None, score: str = "perplexity") -> tuple[dict, dict]:
+        """(name -> {fraction: development score}, name -> the score with the projection left dense), every
+        fraction measured or extrapolated from the one at `at`."""
         if at is None:
-            return ctx.sensitivity(fractions, score)
+            measured = ctx.sensitivity(fractions + [DENSE], score)
+            return ({n: {f: v for f, v in row.items() if f < DENSE} for n, row in measured.items()},
+                    {n: row[DENSE] for n, row in measured.items()})
         if ctx.spectra is None:
             raise NeedsData("sensitivity: extrapolating needs the projections' spectra")
         measured, spectra = ctx.sensitivity([at, DENSE], score), ctx.spectra()
-        return {p.name: extrapolated_row(p, spectra[p.name], measured[p.name][at], measured[p.name][DENSE], at,
-                                         fractions) for p in ctx.layout.projections}
+        return ({p.name: extrapolated_row(p, spectra[p.name], measured[p.name][at], measured[p.name][DENSE], at,
+                                          fractions) for p in ctx.layout.projections},
+                {n: row[DENSE] for n, row in measured.items()})

@@ -33,5 +33,5 @@ class ASVD(Method):
         t = truncate(weight.double() * s, budget.rank, name)
         return Fit(t.left, t.right / s, t.spectrum, "W diag(s)")
 
-    def truncated_spectrum(self, weight, stats, name):
-        return torch.linalg.svdvals(weight.double() * activation_scale(stats.absmean, float(self.config["alpha"])))
+    def truncated_matrix(self, weight, stats, name):
+        return weight.double() * activation_scale(stats.absmean, float(self.config["alpha"]))

@@ -92,12 +92,21 @@ class Method(Configurable, ABC):
     def fit(self, weight: torch.Tensor, stats: Statistics, budget: Budget, name: str) -> Fit:
         """Factorise one projection's weight [m, n] within `budget`, from the statistics it asked for."""
 
+    def truncated_matrix(self, weight: torch.Tensor, stats: Statistics, name: str) -> torch.Tensor:
+        """What this method truncates, as A = W T, from original-stream statistics only. Default: the whitened
+        weight W S (SVD-LLM's; the two-stream methods reduce to it when the streams agree)."""
+        return stats.whitener("f", name).times(weight.double())
+
     def truncated_spectrum(self, weight: torch.Tensor, stats: Statistics, name: str) -> torch.Tensor:
-        """Singular values of what this method truncates, from original-stream statistics only: its squares
-        are the local loss of each rank dropped, which the `loss` allocation spends rank against.
-        Default: the whitened weight W S (SVD-LLM's truncation loss; the two-stream methods reduce to it
-        when the streams agree)."""
-        return torch.linalg.svdvals(stats.whitener("f", name).times(weight.double()))
+        """Singular values of what this method truncates: their squares are the local loss of each rank
+        dropped, which the `loss` allocation spends rank against."""
+        return torch.linalg.svdvals(self.truncated_matrix(weight, stats, name))
+
+    def truncated_directions(self, weight: torch.Tensor, stats: Statistics, name: str) -> torch.Tensor:
+        """The left singular vectors U of A = W T (columns by decreasing singular value). Dropping component i
+        removes u_i u_iᵀ W from the weight, whatever T is (u_iᵀ W = σ_i v_iᵀ T⁻¹), so first-order scores
+        need U and W only."""
+        return torch.linalg.svd(self.truncated_matrix(weight, stats, name), full_matrices=False)[0]
 
     def describe(self) -> dict:
         return {"name": self.name, "title": self.title, "paper": self.paper, "summary": self.summary,

@@ -16,11 +16,10 @@ measures them once per calibration seed.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ...errors import ConfigError
-from ...model.lowrank import dense_weight_and_bias
 from ...model.offload import is_offloaded
+from ..gradients import window_gradients
 from ..linalg import truncate
 from .base import Fit, Method
 
@@ -42,27 +41,11 @@ def fisher_weighted_fit(weight: torch.Tensor, importance: torch.Tensor, rank: in
 
 def input_channel_fisher(model, projections, windows: torch.Tensor, check=lambda: None) -> dict[str, torch.Tensor]:
     """f_j = Σ_windows Σ_i (∂L/∂W_ij)² for each projection (by name), one backward pass per window."""
-    modules = {p.name: model.get_submodule(p.name) for p in projections}
-    weights = {name: dense_weight_and_bias(m)[0] for name, m in modules.items()}
-    params = [m.weight for m in modules.values()]
-    sums = {name: torch.zeros(w.shape[1], dtype=torch.float64, device=w.device) for name, w in weights.items()}
-    del weights
-    device = params[0].device
-    for p in params:
-        p.requires_grad_(True)
-    try:
-        for row in windows:
-            check()
-            ids = row[None].to(device)
-            logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
-            loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
-            grads = torch.autograd.grad(loss, params)
-            for (name, module), g in zip(modules.items(), grads):
-                g = g.t() if type(module).__name__ == "Conv1D" else g   # Conv1D stores W transposed
-                sums[name] += g.double().pow(2).sum(0)
-    finally:
-        for p in params:
-            p.requires_grad_(False)
+    sums: dict[str, torch.Tensor] = {}
+    for grads in window_gradients(model, projections, windows, check):
+        for name, g in grads.items():
+            square = g.double().pow(2).sum(0)
+            sums[name] = sums[name] + square if name in sums else square
     return sums
 
 
@@ -87,5 +70,5 @@ class FWSVD(Method):
     def fit(self, weight, stats, budget, name):
         return fisher_weighted_fit(weight, self.importance[name], budget.rank, name)
 
-    def truncated_spectrum(self, weight, stats, name):
-        return torch.linalg.svdvals(weight.double() * fisher_scale(self.importance[name]).to(weight.device))
+    def truncated_matrix(self, weight, stats, name):
+        return weight.double() * fisher_scale(self.importance[name]).to(weight.device)
