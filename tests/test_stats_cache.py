@@ -199,3 +199,22 @@ def test_a_measurement_that_cannot_be_stored_is_still_returned(tmp_path, monkeyp
     tensors, state = stats_cache.cached_tensors(tmp_path, "fisher", {"model": "m"}, lambda: {"q": torch.ones(2)})
     assert torch.equal(tensors["q"], torch.ones(2)) and state == "computed, not stored (No space left on device)"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gram_matrices_are_stored_as_their_upper_triangles_and_read_back_bit_for_bit(tmp_path):
+    """Statistics are stored no larger than the results need: a symmetric Gram matrix's upper triangle."""
+    from safetensors import safe_open
+
+    from svd_explorer.cache.statistics import collect
+    model = tiny_model("llama")
+    cached, _ = statistics(tmp_path, model)
+    tensors, _, _ = collect(model, IDS, 2, "float32")
+    with safe_open(str(cached.path), framework="pt", device="cpu") as f:
+        names = list(f.keys())
+        stored = {n: f.get_tensor(n) for n in names}
+    assert names and not any(n.endswith(".gram") for n in names)
+    full = tensors["0.0.gram"]
+    n = full.shape[0]
+    assert stored["0.0.gram_upper"].numel() == n * (n + 1) // 2
+    assert torch.equal(full, full.mT)                                  # symmetric to the last bit
+    assert torch.equal(cached.get(0, 0).gram_f.cpu(), full)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -50,7 +51,7 @@ class OriginalStatistics:
 
     def get(self, block: int, group: int) -> Statistics:
         with safe_open(str(self.path), framework="pt", device="cpu") as f:
-            gram = f.get_tensor(f"{block}.{group}.gram").to(self.home)
+            gram = from_upper(f.get_tensor(f"{block}.{group}.gram_upper")).to(self.home)
             absmean = f.get_tensor(f"{block}.{group}.absmean").to(self.home)
         return Statistics(self.tokens, gram_f=gram, absmean=absmean)
 
@@ -130,7 +131,7 @@ def cache_key(model_source: str, revision, calibration: str, tokens: str, sample
     return {"model": model_source, "revision": revision, "files": local_files(model_source),
             "calibration": calibration, "tokens": tokens, "samples": samples, "seq_len": seq_len, "seed": seed,
             "batch_size": batch_size, "precision": passes.precision, "dtype": str(passes.stream_dtype),
-            "device": passes.device.type, "torch": torch.__version__}
+            "device": passes.device.type, "torch": torch.__version__, "storage": "gram upper triangle"}
 
 
 def local_files(source: str) -> list | None:
@@ -188,10 +189,28 @@ def collect(model, calib_ids, batch_size: int, precision: str, emit=None, check=
     return tensors, spectra, tokens
 
 
+def upper(gram: torch.Tensor) -> torch.Tensor:
+    """The upper triangle of a symmetric matrix, row by row: half the bytes, every bit kept."""
+    rows, cols = torch.triu_indices(*gram.shape)
+    return gram[rows, cols].contiguous()
+
+
+def from_upper(values: torch.Tensor) -> torch.Tensor:
+    """The symmetric matrix whose upper triangle `upper` gave."""
+    n = int((math.isqrt(8 * values.numel() + 1) - 1) // 2)
+    rows, cols = torch.triu_indices(n, n)
+    gram = torch.empty(n, n, dtype=values.dtype)
+    gram[rows, cols] = values
+    gram[cols, rows] = values
+    return gram
+
+
 def write(folder: Path, key: dict, tensors: dict, spectra: dict, tokens: int) -> None:
+    """Gram matrices are stored as their upper triangles (they are symmetric): 770 → 390 MB for SmolLM2."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / FILE
-    save_atomically(tensors, path)
+    save_atomically({f"{k}_upper" if k.endswith(".gram") else k: upper(v) if k.endswith(".gram") else v
+                     for k, v in tensors.items()}, path)
     manifest = {"key": key, "tokens": tokens, "bytes": path.stat().st_size, "sha256": _sha256(path),
                 "spectra": spectra, "created": time.time()}
     (folder / MANIFEST).write_text(json.dumps(manifest))
