@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,12 +101,17 @@ def one(lm, method: str, allocation: str, ratio: float) -> None:
 def reference() -> None:
     """Two timed runs of the page's default setting as a clone without data runs it (see the docstring)."""
     default = default_entry([json.loads(p.read_text()) for p in sorted(OUT.glob("*_*.json"))])
+    if default is None:
+        raise SystemExit("no gallery run fits the page's default yet: run `python bench/gallery.py run` first")
     method, allocation, ratio = default.split("/")
-    os.environ["SVD_EXPLORER_CACHE"] = tempfile.mkdtemp(prefix="svd-explorer-reference-")
+    os.environ["SVD_EXPLORER_CACHE"] = cache = tempfile.mkdtemp(prefix="svd-explorer-reference-")
     page = PAGE | {"calib": "self", "eval_source": "self", "dev_windows": 0, "search_windows": 4, "cost": True}
     config = with_preset("demo", model=MODEL, method=method, ratio=float(ratio), allocation=allocation,
                          allocation_options=ALLOCATIONS[allocation], **page)
-    runs = [run(config, measure_forward=False).record.to_dict() for _ in range(2)]
+    try:
+        runs = [run(config, measure_forward=False).record.to_dict() for _ in range(2)]
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
     for result in runs:
         print(f"reference: {result['timings']}", file=sys.stderr, flush=True)
     (OUT / "reference.json").write_text(json.dumps({"first": runs[0], "again": runs[1]}))

@@ -52,13 +52,16 @@ def test_time_left_follows_the_phases_as_they_end():
     assert estimate.left(prior, {}, 0.0) == pytest.approx(100.0)
     assert estimate.left(prior, {}, 4.0) == pytest.approx(96.0)
     assert estimate.left(prior, {}, 50.0) == pytest.approx(90.0)         # a slow phase never eats the rest
-    # text read back from disk says nothing of the machine; statistics twice as slow doubles the rest
-    assert estimate.left(prior, {"text": 0.1, "statistics": 40.0}, 0.0) == pytest.approx(140.0)
+    # text and statistics read back from a cache say nothing of the machine's speed ...
+    assert estimate.left(prior, {"text": 0.1, "statistics": 1.0}, 0.0) == pytest.approx(70.0)
+    # ... a compression twice as slow as estimated doubles what is left
+    assert estimate.left(prior, {"text": 10.0, "statistics": 20.0, "compression": 60.0, "refinement": 60.0},
+                         0.0) == pytest.approx(20.0)
     # compression and refinement run together, and the pipeline's own extrapolation replaces them
     assert estimate.left(prior, {"text": 10.0, "statistics": 20.0}, 25.0) == pytest.approx(45.0)
     assert estimate.left(prior, {"text": 10.0, "statistics": 20.0}, 25.0, pipeline_left=5.0) == pytest.approx(15.0)
     assert estimate.left(prior, dict.fromkeys(prior, 1.0), 0.0) == 0.0
-    assert estimate.speed(prior, {"statistics": 1e6}) == estimate.SPEED_BOUNDS[1]
+    assert estimate.speed(prior, {"compression": 1e6}) == estimate.SPEED_BOUNDS[1]
 
 
 def test_the_status_line_carries_the_estimate_from_the_first_second():
@@ -73,3 +76,27 @@ def test_the_status_line_carries_the_estimate_from_the_first_second():
     assert "Expected about 60 s" in texts.expected_when_asked(job)
     job.estimate = None
     assert "left" not in texts.job_status(job, 0, None) and texts.expected_when_asked(job) == ""
+
+
+def test_the_page_starts_from_the_gallery_runs_and_its_reference_run():
+    """A gallery's entries and its reference run (the page's default from a clone without data: loading,
+    sampled text, serving cost) are what the page's estimate starts from; without a gallery, nothing."""
+    from svd_explorer.study.gallery import Entry, Gallery
+    from svd_explorer.ui.state import measured_runs
+    entry = Entry("svd-llm/auto/0.2", "gallery", record(statistics=10.0, compression=20.0), [])
+    reference = record(calib_text="self: 16 x 256", loading=15.0, text=40.0, statistics=10.0, compression=20.0,
+                       cost=18.0)
+    measured = measured_runs(Gallery({"reference": reference}, [], [], [entry]))
+    assert len(measured) == 2 and measured_runs(None) == []
+    prior = estimate.prior("svd-llm", "auto", 0.2, 1000, request(sampled=4096, loaded=False, cost=True), measured)
+    assert prior == pytest.approx({"loading": 15.0, "text": 40.0, "statistics": 10.0, "compression": 20.0,
+                                   "cost": 18.0})
+
+
+def test_an_allocation_search_is_estimated_from_runs_of_that_allocation_only():
+    searched = record(allocation="sensitivity", method="svd", compression=5.0)
+    searched["timings"]["allocation"] = 40.0
+    measured = [estimate.Measured.of(searched), estimate.Measured.of(record(compression=20.0))]
+    prior = estimate.prior("svd-llm", "sensitivity", 0.2, 1000, request(), measured)
+    assert prior["allocation"] == pytest.approx(40.0) and prior["compression"] == pytest.approx(20.0)
+    assert "allocation" not in estimate.prior("svd-llm", "zero-sum", 0.2, 1000, request(), measured)

@@ -159,7 +159,7 @@ def load_or_compute(root, key: dict, model, calib_ids, batch_size: int, precisio
     emit("status", f"statistics of the original model: computing them once ({reason})")
     tensors, spectra, tokens = collect(model, calib_ids, batch_size, precision, emit, check)
     write(folder, key, tensors, spectra, tokens)
-    _evict(Path(root), keep=folder)
+    evict(Path(root), keep=folder)
     return _open(folder, Passes.of(model, precision).home), "computed" if reason == "not cached yet" else \
         f"recomputed: {reason}"
 
@@ -190,18 +190,20 @@ def collect(model, calib_ids, batch_size: int, precision: str, emit=None, check=
 
 
 def upper(gram: torch.Tensor) -> torch.Tensor:
-    """The upper triangle of a symmetric matrix, row by row: half the bytes, every bit kept."""
-    rows, cols = torch.triu_indices(*gram.shape)
-    return gram[rows, cols].contiguous()
+    """The upper triangle of a symmetric matrix, row by row: half the bytes, every bit kept (row slices, so
+    no index tensor of the matrix's size is built)."""
+    return torch.cat([gram[i, i:] for i in range(gram.shape[0])])
 
 
 def from_upper(values: torch.Tensor) -> torch.Tensor:
     """The symmetric matrix whose upper triangle `upper` gave."""
     n = int((math.isqrt(8 * values.numel() + 1) - 1) // 2)
-    rows, cols = torch.triu_indices(n, n)
     gram = torch.empty(n, n, dtype=values.dtype)
-    gram[rows, cols] = values
-    gram[cols, rows] = values
+    start = 0
+    for i in range(n):
+        gram[i, i:] = values[start:start + n - i]
+        gram[i:, i] = values[start:start + n - i]
+        start += n - i
     return gram
 
 
@@ -256,13 +258,36 @@ def size_limit() -> float:
     return float(os.environ.get("SVD_EXPLORER_STATS_CACHE_GB", "10")) * 2**30
 
 
-def _evict(root: Path, keep: Path) -> None:
-    entries = sorted((p for p in root.iterdir() if p.is_dir() and (p / MANIFEST).exists()),
-                     key=lambda p: p.stat().st_mtime)
-    sizes = {entry: sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) for entry in entries}
+def evict(root: Path, keep: Path | None = None) -> None:
+    """Delete the oldest entries until the cache holds at most size_limit(): statistics folders (with the
+    decompositions and measurements stored beside them) and the tables kept at the root (sensitivity)."""
+    entries = sorted((p for p in Path(root).iterdir() if (p.is_dir() and (p / MANIFEST).exists()) or
+                      (p.is_file() and p.suffix == ".json")), key=_modified)
+    sizes = {entry: _entry_bytes(entry) for entry in entries}
     total = sum(sizes.values())
     for entry in entries:
         if total <= size_limit() or entry == keep:
             continue
         total -= sizes[entry]
-        shutil.rmtree(entry, ignore_errors=True)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _entry_bytes(entry: Path) -> int:
+    files = entry.rglob("*") if entry.is_dir() else [entry]
+    total = 0
+    for f in files:
+        try:
+            total += f.stat().st_size if f.is_file() else 0
+        except OSError:        # another process removed it meanwhile
+            pass
+    return total

@@ -24,6 +24,7 @@ from ..cache.statistics import (
     cached_columns,
     cached_tensors,
     collect,
+    evict,
     key_folder,
     load_or_compute,
     size_limit,
@@ -426,6 +427,7 @@ class _Study:
             self.prepared[kind] = "computed (no cache)"
             return compute()
         tensors, state = cached_tensors(key_folder(self._root(), self.key), kind, {"statistics": self.key}, compute)
+        evict(self._root(), keep=key_folder(self._root(), self.key))
         self.prepared[kind] = f"cache {state}"
         self.emit("status", f"{self.method.name}: {kind} " + ("read from the cache" if state == "hit" else state))
         return tensors
@@ -505,6 +507,7 @@ class _Study:
         key = {"statistics": self.key, "method": form.name, "options": form.config,
                "development": self.dev_description}
         scores, state = cached_tensors(key_folder(self._root(), self.key), "first-order", key, compute)
+        evict(self._root(), keep=key_folder(self._root(), self.key))
         self.prepared["first-order"] = f"cache {state}"
         return scores
 
@@ -515,8 +518,10 @@ class _Study:
                "development": self.dev_description, **({"score": score} if score != "perplexity" else {})}
         if self.config.stats_cache == "off":
             return scorer.sensitivity(fractions, self.emit, score)
-        return cached_columns(self._root(), "sensitivity", key, fractions,
-                              lambda missing: scorer.sensitivity(missing, self.emit, score))
+        table = cached_columns(self._root(), "sensitivity", key, fractions,
+                               lambda missing: scorer.sensitivity(missing, self.emit, score))
+        evict(self._root(), keep=key_folder(self._root(), self.key))
+        return table
 
 
 def _folder(path: str):

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from .timings import PHASES
 
 MEASURABLE = 0.05                     # seconds: a shorter phase's rate is noise
-UNSCALED = ("loading", "text")        # phases whose speed says nothing about the rest
+# Phases whose speed says nothing about the rest: a model already in memory, text, statistics or a search
+# table read back from a cache end in a second whatever the machine.
+UNSCALED = ("loading", "text", "statistics", "allocation")
 SPEED_BOUNDS = (0.25, 8.0)             # how far the finished phases may move the rest
 # Phases any measured run tells about; the others (statistics, allocation, compression) are the method's
 # own: when the most alike run did not do one, the request will not either.
@@ -54,7 +56,7 @@ class Measured:
     work: dict
 
     @classmethod
-    def of(cls, result: dict) -> "Measured":
+    def of(cls, result: dict) -> Measured:
         config = result["config"] | {"refine": "on" if result.get("refine") else "off"}
         tokens = sampled_tokens(config, _source(result.get("calibration")), _source(result.get("evaluation")))
         return cls(result["method"], config.get("allocation", "auto"), result["ratio"], result["params_before"],
@@ -80,12 +82,20 @@ def prior(method: str, allocation: str, ratio: float, params: int, request: dict
     alike = sorted(measured, key=lambda m: _likeness(m, method, allocation, ratio), reverse=True)
     out = {}
     for phase, amount in request.items():
-        rate = alike[0].rate(phase)
+        rate = alike[0].rate(phase) if phase != "allocation" else _allocation_rate(measured, allocation, method)
         if rate is None and phase in BORROWED:
             rate = next((r for m in alike if (r := m.rate(phase)) is not None), None)
         if amount > 0 and rate is not None:
             out[phase] = rate * amount * params
     return out or None
+
+
+def _allocation_rate(measured: list[Measured], allocation: str, method: str) -> float | None:
+    """An allocation's search costs what that allocation costs (the same method's run first); an allocation
+    no measured run used is left out of the estimate (refined when its phase ends)."""
+    same = [m for m in measured if m.allocation == allocation]
+    ordered = sorted(same, key=lambda m: m.method == method, reverse=True)
+    return next((r for m in ordered if (r := m.rate("allocation")) is not None), None)
 
 
 def for_plan(plan, measured: list[Measured], loaded: bool) -> dict[str, float] | None:

@@ -4,13 +4,15 @@ Sampling is the slow part of a run without a data folder (50 of 101 s for the pa
 2-core CPU): every token is one forward of the whole model. The windows depend only on the model's weights,
 the tokenizer, the count, the length, the seed and the batch size, so a second run of the same model and
 seed (another method, another ratio, another visitor) reads them back in milliseconds. The key includes a
-digest of the embedding weights and the config, so another revision of the model samples again. Files are
+digest of every parameter (a strided slice), the config and the device kind, so another revision of the
+model, or another device, samples again. Files are
 a few KB (int32 token ids); the folder keeps the newest MAX_FILES.
 """
 from __future__ import annotations
 
 import hashlib
 import pickle
+import time
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -41,12 +43,18 @@ def sampled_windows(model, tokenizer, count: int, length: int, seed: int, progre
 
 
 def sample_key(model, tokenizer, count: int, length: int, seed: int) -> str:
-    """What the sample depends on, as a hex digest (weights by a slice of the embedding, plus the config)."""
+    """What the sample depends on, as a hex digest: the weights (a strided slice of every parameter), the
+    config and generation config, the device kind (a CPU and a GPU draw different tokens from one seed)."""
     h = hashlib.sha256()
-    embedding = model.get_input_embeddings().weight
-    h.update(embedding[:8].detach().float().cpu().numpy().tobytes())
+    for name, p in model.named_parameters():
+        flat = p.detach().reshape(-1)
+        h.update(name.encode())
+        h.update(flat[:: max(1, flat.numel() // 64)][:64].float().cpu().numpy().tobytes())
     h.update(model.config.to_json_string(use_diff=False).encode())
-    h.update(f"{len(tokenizer)}|{start_token(tokenizer)}|{count}|{length}|{seed}|{BATCH}|{torch.__version__}".encode())
+    generation = getattr(model, "generation_config", None)
+    h.update((generation.to_json_string() if generation is not None else "").encode())
+    h.update(f"{len(tokenizer)}|{start_token(tokenizer)}|{count}|{length}|{seed}|{BATCH}|{torch.__version__}|"
+             f"{model_device(model).type}".encode())
     return h.hexdigest()[:32]
 
 
@@ -84,7 +92,13 @@ def sample(model, tokenizer, count: int, length: int, seed: int, progress=None) 
 
 
 def _prune(folder) -> None:
-    """Keep the MAX_FILES most recently used samples."""
-    files = sorted(folder.glob("*.pt"), key=lambda f: f.stat().st_mtime, reverse=True)
-    for old in files[MAX_FILES:]:
+    """Keep the MAX_FILES most recently used samples; partial files of writes that died go too."""
+    def modified(f):
+        try:
+            return f.stat().st_mtime
+        except OSError:         # another process removed it meanwhile
+            return 0.0
+    files = sorted(folder.glob("*.pt"), key=modified, reverse=True)
+    stale = [f for f in folder.glob("*.partial") if modified(f) < time.time() - 3600]
+    for old in files[MAX_FILES:] + stale:
         old.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from typing import Callable
 
 from ...model.blocks import Layout, Projection
 from ...model.lowrank import BudgetError, break_even_rank, check_ratio
-from ..options import Configurable, Option  # noqa: F401 - re-exported for allocation files
+from ..options import Configurable, Option
 
 Ranks = dict[str, "int | None"]   # projection name -> rank kept, None = left dense
 
@@ -90,10 +90,20 @@ def rank_for_fraction(p: Projection, fraction: float) -> int:
     return min(max_rank(p), max(1, int(fraction * p.dense_params // p.rank_cost)))
 
 
+FLOOR = Option("floor", 0.0, "smallest share of each projection's parameters kept (0: rank 1)", bounds=(0.0, 0.9))
+
+
 def floor_rank(p: Projection, floor: float) -> int:
     """The smallest rank an allocation may give p: `floor` of its dense parameters (0: rank 1). Swift-SVD
     (arXiv 2604.01609) shows allocations by loss alone starving modules unless each keeps a floor."""
     return rank_for_fraction(p, floor) if floor > 0 else 1
+
+
+def floor_refused(owner: str, floor: float, kept: int, budget: int) -> BudgetError:
+    """The one-line error when the floors alone keep more than the budget."""
+    what = f"a floor of {floor:g} of every projection's parameters" if floor > 0 else "rank 1 everywhere"
+    fix = "lower the floor" if floor > 0 else "lower the ratio"
+    return BudgetError(f"{owner}: {what} keeps {kept} parameters, more than the {budget} the ratio allows; {fix}")
 
 
 def kept_params(layout: Layout, ranks: Ranks) -> int:

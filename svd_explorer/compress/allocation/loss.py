@@ -14,8 +14,19 @@ the loss relative; `normalize=none` uses raw σ². The default was chosen on dev
 """
 from __future__ import annotations
 
-from ...model.lowrank import BudgetError
-from .base import Allocated, Allocation, NeedsData, Option, fill, floor_rank, kept_params, max_rank, target_params
+from .base import (
+    FLOOR,
+    Allocated,
+    Allocation,
+    NeedsData,
+    Option,
+    fill,
+    floor_rank,
+    floor_refused,
+    kept_params,
+    max_rank,
+    target_params,
+)
 
 
 def greedy_ranks(layout, spectra: dict, budget: int, normalize: str, floor: float = 0.0) -> dict:
@@ -24,8 +35,7 @@ def greedy_ranks(layout, spectra: dict, budget: int, normalize: str, floor: floa
     ranks = {p.name: floor_rank(p, floor) for p in layout.projections}
     left = budget - kept_params(layout, ranks)
     if left < 0:
-        raise BudgetError(f"loss: a floor of {floor:g} of every projection's parameters keeps more than the ratio "
-                          "allows; lower the floor")
+        raise floor_refused("loss", floor, budget - left, budget)
     items = []
     for index, p in enumerate(layout.projections):
         energy = spectra[p.name].double().pow(2)
@@ -50,8 +60,7 @@ class Loss(Allocation):
     cost = "the spectra of every projection's truncated matrix (from original-stream statistics, cacheable)"
     options = (Option("normalize", "energy", "energy: each projection's loss relative to its total; none: raw σ²",
                       ("energy", "none")),
-               Option("floor", 0.0, "smallest share of each projection's parameters kept (0: rank 1)",
-                      bounds=(0.0, 0.9)))
+               FLOOR)
 
     @property
     def needs_statistics(self) -> bool:

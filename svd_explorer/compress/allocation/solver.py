@@ -29,21 +29,31 @@ class Candidate:
 
 def solve(candidates: dict[str, list[Candidate]], budget: int) -> tuple[dict[str, int | None], dict]:
     """One candidate per projection, total params ≤ budget, least summed damage: (ranks, {damage, proven})."""
-    names = list(candidates)
-    flat = [(i, c) for i, name in enumerate(names) for c in candidates[name]]
-    cheapest = sum(min(c.params for c in candidates[name]) for name in names)
+    cheapest = sum(min(c.params for c in row) for row in candidates.values())
     if cheapest > budget:
         raise BudgetError(f"even the smallest candidate of every projection keeps {cheapest} parameters, more "
                           f"than the {budget} the ratio allows; offer smaller ranks")
-    damage = np.array([c.damage for _, c in flat])
+    limit = budget
+    for _ in range(3):      # HiGHS's integrality tolerance may round a choice a few parameters over: tighten
+        chosen, found = _solve(candidates, limit)
+        over = sum(c.params for c in chosen.values()) - budget
+        if over <= 0:
+            return {name: c.rank for name, c in chosen.items()}, found
+        limit -= over
+    raise BudgetError("the integer program's rounded solution stays over the budget")
+
+
+def _solve(candidates: dict[str, list[Candidate]], budget: int) -> tuple[dict[str, Candidate], dict]:
+    names = list(candidates)
+    flat = [(i, c) for i, name in enumerate(names) for c in candidates[name]]
     one_each = np.zeros((len(names), len(flat)))
     for j, (i, _) in enumerate(flat):
         one_each[i, j] = 1.0
     kept = np.array([[float(c.params) for _, c in flat]])
-    result = milp(damage, integrality=np.ones(len(flat)), bounds=Bounds(0, 1),
+    result = milp(np.array([c.damage for _, c in flat]), integrality=np.ones(len(flat)), bounds=Bounds(0, 1),
                   constraints=[LinearConstraint(one_each, 1, 1), LinearConstraint(kept, 0, budget)],
                   options={"time_limit": SECONDS})
     if result.x is None:
         raise BudgetError(f"the integer program found no allocation within the budget ({result.message})")
-    chosen = {names[i]: c.rank for (i, c), x in zip(flat, result.x) if x > 0.5}
+    chosen = {names[i]: c for (i, c), x in zip(flat, result.x) if x > 0.5}
     return chosen, {"damage": float(result.fun), "proven": bool(result.status == 0)}

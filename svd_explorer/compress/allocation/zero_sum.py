@@ -18,8 +18,18 @@ from __future__ import annotations
 import heapq
 import itertools
 
-from ...model.lowrank import BudgetError
-from .base import Allocated, Allocation, NeedsData, Option, fill, floor_rank, kept_params, max_rank, target_params
+from .base import (
+    FLOOR,
+    Allocated,
+    Allocation,
+    NeedsData,
+    fill,
+    floor_rank,
+    floor_refused,
+    kept_params,
+    max_rank,
+    target_params,
+)
 
 
 def zero_sum_ranks(layout, scores: dict, budget: int, floor: float) -> tuple[dict, float]:
@@ -46,9 +56,13 @@ def zero_sum_ranks(layout, scores: dict, budget: int, floor: float) -> tuple[dic
         kept -= by_name[name].rank_cost
         offer(name)
     if kept > budget:
-        raise BudgetError(f"zero-sum: with a floor of {floor:g} of every projection's parameters the model keeps "
-                          f"{kept} parameters, more than the {budget} the ratio allows; lower the floor")
+        raise floor_refused("zero-sum", floor, kept, budget)
     return ranks, running
+
+
+def predicted_change(layout, scores: dict, ranks: dict) -> float:
+    """Σ ΔL of every component the ranks drop: the first-order loss change the allocation predicts."""
+    return sum(float(scores[p.name][ranks[p.name]:].sum()) for p in layout.projections)
 
 
 class ZeroSum(Allocation):
@@ -60,8 +74,7 @@ class ZeroSum(Allocation):
     source = "Zero Sum SVD (Abbasi et al., arXiv 2602.02848; mint-vu/Zero-Sum-SVD)"
     cost = ("one backward pass per development window and one SVD per projection, before compression "
             "(cached beside the statistics)")
-    options = (Option("floor", 0.0, "smallest share of each projection's parameters kept (0: rank 1)",
-                      bounds=(0.0, 0.9)),)
+    options = (FLOOR,)
 
     @property
     def needs_statistics(self) -> bool:
@@ -71,7 +84,7 @@ class ZeroSum(Allocation):
         if ctx.first_order is None:
             raise NeedsData("zero-sum: this run cannot provide gradients on development text")
         scores, budget = ctx.first_order(), target_params(ctx.layout, ctx.ratio)
-        ranks, running = zero_sum_ranks(ctx.layout, scores, budget, self.config["floor"])
-        ranks = fill(ctx.layout, ranks, budget,
-                     lambda p, k: float(scores[p.name][k]) if k < len(scores[p.name]) else float("-inf"))
-        return Allocated(ranks, {"floor": self.config["floor"], "predicted_change": running})
+        ranks, _ = zero_sum_ranks(ctx.layout, scores, budget, self.config["floor"])
+        ranks = fill(ctx.layout, ranks, budget, lambda p, k: float(scores[p.name][k]))   # k < max_rank < len
+        return Allocated(ranks, {"floor": self.config["floor"],
+                                 "predicted_change": predicted_change(ctx.layout, scores, ranks)})
