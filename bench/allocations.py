@@ -9,7 +9,8 @@ calibration and from the 2 search windows), uniform, `loss` with floors 0 / 0.1 
 with floors 0 / 0.1 / 0.25 and `sensitivity` (measure 0.5, score kl) with the threshold and the exact
 solver, all with svd-llm (no refinement: a run takes about a minute and a half here, aa-svd's eight).
 WikiText-2 is measured and shown, never used to choose. `best` runs aa-svd, whose refinement the grid's
-best row uses, with the chosen settings over three calibration seeds. Runs are skipped when their JSON
+best row uses, with the chosen settings the grid has not measured (its aa-svd + sensitivity row is the
+threshold solver) over three calibration seeds. Runs are skipped when their JSON
 exists (bench/results/allocations/); every run shares its seed's statistics cache. Run alone on the machine.
 """
 from __future__ import annotations
@@ -58,13 +59,17 @@ def select() -> dict[str, str]:
     return chosen
 
 
+def new_settings(chosen: dict[str, str]) -> list[str]:
+    """The chosen settings the grid has not measured with aa-svd (its best row is sensitivity + threshold)."""
+    return [chosen["zero-sum"]] + ([chosen["sensitivity"]] if chosen["sensitivity"] != "sensitivity threshold" else [])
+
+
 def best(seeds: list[int], ratios: list[float]) -> None:
     chosen = select()
     for ratio in ratios:
         for seed in seeds:
-            for family in ("zero-sum", "sensitivity"):
-                compress(chosen[family], "aa-svd", ratio, seed, CANDIDATES[chosen[family]],
-                         ["--extra-eval", "ptb,lambada"])
+            for name in new_settings(chosen):
+                compress(name, "aa-svd", ratio, seed, CANDIDATES[name], ["--extra-eval", "ptb,lambada"])
 
 
 def table() -> None:
@@ -75,10 +80,10 @@ def table() -> None:
         rows.append({"run": f"svd-llm, {name}" + (" (chosen)" if name in chosen.values() else ""),
                      "seeds": "0", "dev": r["dev_ppl"], "wikitext2": r["ppl_compressed"],
                      "seconds": r["timings"]["allocation"]})
-    for family in ("zero-sum", "sensitivity"):
-        done = sorted(OUT.glob(f"aa-svd-{chosen[family].replace(' ', '_')}-r0.2-s*.json"))
+    for name in new_settings(chosen):
+        done = sorted(OUT.glob(f"aa-svd-{name.replace(' ', '_')}-r0.2-s*.json"))
         if done:
-            rows.append(_spread(f"aa-svd, {chosen[family]}", [json.loads(p.read_text()) for p in done]))
+            rows.append(_spread(f"aa-svd, {name}", [json.loads(p.read_text()) for p in done]))
     data = {"title": "Newer allocations at 20%", "command": "python bench/allocations.py best && "
             "python bench/allocations.py table", "commit": _commit(), "machine": "2 CPU cores, no GPU",
             "columns": [{"key": "run", "header": "method, allocation"}, {"key": "seeds", "header": "seeds"},
