@@ -3,7 +3,8 @@
     python bench/screenshot.py [--methods ressvd,saes-svd] [--out assets] [--width 1280]
 
 Launches the app on the embedded model in this process, opens it in headless Chromium at 1280 px,
-opens every accordion for the first shot (then closes them), compresses with each method in turn
+opens every accordion for the first shot (then closes them), shows the gallery's error through depth as
+the page opens, compresses with each method in turn
 (so the comparison has several runs), takes the "running" shot while the last one compresses, then
 one shot per tab once it is done, including a side-by-side generation.
 """
@@ -73,6 +74,9 @@ def main():
         page.screenshot(path=str(out / "app-start.png"))
         for accordion in ("Calibration and evaluation", "Method options", "Allocation options and refinement"):
             page.get_by_text(accordion, exact=True).click()   # closed again: status, tabs and figure fit a shot
+        page.get_by_role("tab", name="Depth error").click()   # what a visitor sees at once: the gallery
+        page.wait_for_timeout(3000)
+        page.screenshot(path=str(out / "app-gallery.png"), full_page=True)
         methods = args.methods.split(",")
         for i, name in enumerate(methods):
             compress(page, REGISTRY[name].title, args.ratio, i == len(methods) - 1, out)

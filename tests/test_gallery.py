@@ -113,11 +113,11 @@ def gallery_bench():
 def test_the_first_run_is_chosen_on_development_text_and_time_alone():
     bench = gallery_bench()
 
-    def run(name, ratio, dev, seconds):
+    def run(name, ratio, dev, seconds, allocation="auto"):
         return {"name": name, "result": {"ratio": ratio, "dev_ppl": dev, "dev_ppl_original": 10.0,
-                                         "timings": {"total": seconds}}}
+                                         "timings": {"total": seconds}, "config": {"allocation": allocation}}}
     runs = [run("a", 0.1, 15, 60), run("b", 0.2, 19, 60), run("c", 0.2, 16, 60), run("slow", 0.3, 12, 400),
-            run("bad", 0.4, 30, 60)]
+            run("bad", 0.4, 30, 60), run("searched", 0.3, 11, 60, "sensitivity")]
     assert bench.default_entry(runs) == "c"          # most compressing that fits; ties go to the lower dev ppl
     assert bench.default_entry([run("bad", 0.4, 30, 60)]) is None
 
