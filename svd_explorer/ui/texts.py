@@ -141,9 +141,10 @@ def _parts_table(summary: dict) -> list[str]:
 
 # Measured on an empty cache: `SVD_EXPLORER_CACHE=/tmp/c python -m svd_explorer compress --model smollm2-135m
 # --method svd-llm --ratio 0.2 --calib boolq --calib-samples 16 --seq-len 256 --eval-windows 0 --no-cost` left
-# 769 MB of statistics (float64 Gram matrices: their size depends on the model, not on the text) and 697 MB of
-# stored decompositions; methods that read the compressed stream (aa-svd, saes-svd) store neither by default.
-CACHE_PER_RUN = "about 1.5 GB the first time (769 MB of statistics, 697 MB of stored decompositions)"
+# 404 MB of statistics (float64 Gram matrices as upper triangles: their size depends on the model, not on the
+# text) and 448 MB of stored decompositions; methods that read the compressed stream (aa-svd, saes-svd) store
+# neither by default.
+CACHE_PER_RUN = "about 0.85 GB the first time (404 MB of statistics, 448 MB of stored decompositions)"
 
 
 def disk_markdown(used: int, limit: float, folder: str | None) -> str:
