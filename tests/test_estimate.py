@@ -100,3 +100,13 @@ def test_an_allocation_search_is_estimated_from_runs_of_that_allocation_only():
     prior = estimate.prior("svd-llm", "sensitivity", 0.2, 1000, request(), measured)
     assert prior["allocation"] == pytest.approx(40.0) and prior["compression"] == pytest.approx(20.0)
     assert "allocation" not in estimate.prior("svd-llm", "zero-sum", 0.2, 1000, request(), measured)
+
+
+def test_a_setting_measured_without_a_search_is_not_given_another_methods_search_time():
+    """fwsvd measures its gradients in the allocation phase; ressvd at its own allocation has none: its
+    estimate must not borrow fwsvd's."""
+    fwsvd = record(method="fwsvd", compression=5.0)
+    fwsvd["timings"]["allocation"] = 20.0
+    measured = [estimate.Measured.of(fwsvd), estimate.Measured.of(record(method="ressvd", compression=5.0))]
+    assert "allocation" not in estimate.prior("ressvd", "auto", 0.2, 1000, request(), measured)
+    assert estimate.prior("fwsvd", "auto", 0.2, 1000, request(), measured)["allocation"] == pytest.approx(20.0)

@@ -94,8 +94,8 @@ def _allocation_rate(measured: list[Measured], allocation: str, method: str) -> 
     """An allocation's search costs what that allocation costs (the same method's run first); an allocation
     no measured run used is left out of the estimate (refined when its phase ends)."""
     same = [m for m in measured if m.allocation == allocation]
-    ordered = sorted(same, key=lambda m: m.method == method, reverse=True)
-    return next((r for m in ordered if (r := m.rate("allocation")) is not None), None)
+    own = [m for m in same if m.method == method] or same     # a run of this very setting says it all, even 0 s
+    return next((r for m in own if (r := m.rate("allocation")) is not None), None)
 
 
 def for_plan(plan, measured: list[Measured], loaded: bool) -> dict[str, float] | None:
