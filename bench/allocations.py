@@ -66,9 +66,9 @@ def new_settings(chosen: dict[str, str]) -> list[str]:
 
 def best(seeds: list[int], ratios: list[float]) -> None:
     chosen = select()
-    for ratio in ratios:
-        for seed in seeds:
-            for name in new_settings(chosen):
+    for name in new_settings(chosen):           # zero-sum's seeds first
+        for ratio in ratios:
+            for seed in seeds:
                 compress(name, "aa-svd", ratio, seed, CANDIDATES[name], ["--extra-eval", "ptb,lambada"])
 
 
