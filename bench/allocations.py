@@ -61,12 +61,12 @@ def select() -> dict[str, str]:
 
 def new_settings(chosen: dict[str, str]) -> list[str]:
     """The chosen settings the grid has not measured with aa-svd (its best row is sensitivity + threshold)."""
-    return [chosen["zero-sum"]] + ([chosen["sensitivity"]] if chosen["sensitivity"] != "sensitivity threshold" else [])
+    return ([chosen["sensitivity"]] if chosen["sensitivity"] != "sensitivity threshold" else []) + [chosen["zero-sum"]]
 
 
 def best(seeds: list[int], ratios: list[float]) -> None:
     chosen = select()
-    for name in new_settings(chosen):           # zero-sum's seeds first
+    for name in new_settings(chosen):           # one setting's seeds, then the next's
         for ratio in ratios:
             for seed in seeds:
                 compress(name, "aa-svd", ratio, seed, CANDIDATES[name], ["--extra-eval", "ptb,lambada"])
