@@ -77,7 +77,7 @@ def test_loss_allocation_beats_uniform_on_the_total_truncation_loss():
         ctx = context(layout, 0.3, seed)
         spectra = ctx.spectra()
         uniform = get_allocation("uniform").allocate(ctx).ranks
-        loss = get_allocation("loss", normalize="none").allocate(ctx).ranks
+        loss = get_allocation("loss", normalize="none", floor=0).allocate(ctx).ranks
         assert whitened_loss(layout, spectra, loss) < 0.9 * whitened_loss(layout, spectra, uniform)
 
 
@@ -334,7 +334,7 @@ def test_a_floor_keeps_loss_allocation_from_starving_a_projection():
     from svd_explorer.compress.allocation.base import floor_rank
     layout = find_layout(tiny_model("llama"))
     ctx = context(layout, 0.3)
-    plain = get_allocation("loss").allocate(ctx).ranks
+    plain = get_allocation("loss", floor=0).allocate(ctx).ranks
     floored = get_allocation("loss", floor=0.4).allocate(ctx).ranks
     assert any(plain[p.name] < floor_rank(p, 0.4) for p in layout.projections)       # starved without it
     assert all(floored[p.name] >= floor_rank(p, 0.4) for p in layout.projections)

@@ -46,22 +46,26 @@ def number(text: str) -> float:
 
 
 def registry_options(registry) -> dict[str, tuple]:
-    """Every option of every entry, once: name -> (Option, entries that accept it)."""
+    """Every option of every entry, once: name -> (Option, entries that accept it, their defaults)."""
     out: dict[str, tuple] = {}
     for name, cls in registry.items():
         for option in cls.options:
-            out.setdefault(option.name, (option, []))[1].append(name)
+            _, owners, defaults = out.setdefault(option.name, (option, [], {}))
+            owners.append(name)
+            defaults[name] = option.unset or option.default
     return out
 
 
 def add_options(parser, registry, title: str, prefix: str) -> None:
     group = parser.add_argument_group(title)
-    for name, (option, owners) in registry_options(registry).items():
+    for name, (option, owners, defaults) in registry_options(registry).items():
         shown = option.choices and "|".join("on" if v is True else "off" if v is False else str(v)
                                             for v in option.choices)
+        default = next(iter(defaults.values())) if len(set(map(str, defaults.values()))) == 1 else \
+            ", ".join(f"{value} for {owner}" for owner, value in defaults.items())
         group.add_argument(option.flag, dest=f"{prefix}{name}", default=None,
                            help=f"{', '.join(owners)}: {option.help}" + (f" [{shown}]" if shown else "") +
-                           f" (default {option.unset or option.default})")
+                           f" (default {default})")
 
 
 def add_model(parser) -> None:

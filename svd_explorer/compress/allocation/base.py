@@ -90,7 +90,10 @@ def rank_for_fraction(p: Projection, fraction: float) -> int:
     return min(max_rank(p), max(1, int(fraction * p.dense_params // p.rank_cost)))
 
 
-FLOOR = Option("floor", 0.0, "smallest share of each projection's parameters kept (0: rank 1)", bounds=(0.0, 0.9))
+def floor_option(default: float) -> Option:
+    """`floor`: the smallest share of each projection's parameters an allocation may leave it."""
+    return Option("floor", default, "smallest share of each projection's parameters kept (0: rank 1)",
+                  bounds=(0.0, 0.9))
 
 
 def floor_rank(p: Projection, floor: float) -> int:

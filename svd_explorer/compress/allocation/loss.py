@@ -15,12 +15,12 @@ the loss relative; `normalize=none` uses raw σ². The default was chosen on dev
 from __future__ import annotations
 
 from .base import (
-    FLOOR,
     Allocated,
     Allocation,
     NeedsData,
     Option,
     fill,
+    floor_option,
     floor_rank,
     floor_refused,
     kept_params,
@@ -60,7 +60,7 @@ class Loss(Allocation):
     cost = "the spectra of every projection's truncated matrix (from original-stream statistics, cacheable)"
     options = (Option("normalize", "energy", "energy: each projection's loss relative to its total; none: raw σ²",
                       ("energy", "none")),
-               FLOOR)
+               floor_option(0.5))   # 0.5 of 0 / 0.1 / 0.25 / 0.5 on development text (bench/allocations.py select)
 
     @property
     def needs_statistics(self) -> bool:

@@ -19,11 +19,11 @@ import heapq
 import itertools
 
 from .base import (
-    FLOOR,
     Allocated,
     Allocation,
     NeedsData,
     fill,
+    floor_option,
     floor_rank,
     floor_refused,
     kept_params,
@@ -74,7 +74,7 @@ class ZeroSum(Allocation):
     source = "Zero Sum SVD (Abbasi et al., arXiv 2602.02848; mint-vu/Zero-Sum-SVD)"
     cost = ("one backward pass per development window and one SVD per projection, before compression "
             "(cached beside the statistics)")
-    options = (FLOOR,)
+    options = (floor_option(0.25),)   # 0.25 of 0 / 0.1 / 0.25 on development text (bench/allocations.py select)
 
     @property
     def needs_statistics(self) -> bool:
