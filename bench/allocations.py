@@ -96,8 +96,8 @@ def table() -> None:
 
 
 def _spread(run: str, results: list[dict]) -> dict:
-    def pm(values):
-        return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+    def pm(values):       # one seed: its value, no spread to show
+        return {"mean": statistics.mean(values), "std": statistics.stdev(values)} if len(values) > 1 else values[0]
     return {"run": run, "seeds": ",".join(str(r["config"]["seed"]) for r in results),
             "dev": pm([r["dev_ppl"] for r in results]), "wikitext2": pm([r["ppl_compressed"] for r in results]),
             "ptb": pm([r["extra_ppl"]["ptb"] for r in results]),
