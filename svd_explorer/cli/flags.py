@@ -63,9 +63,9 @@ def add_options(parser, registry, title: str, prefix: str) -> None:
                                             for v in option.choices)
         default = next(iter(defaults.values())) if len(set(map(str, defaults.values()))) == 1 else \
             ", ".join(f"{value} for {owner}" for owner, value in defaults.items())
+        text = f"{', '.join(owners)}: {option.help}" + (f" [{shown}]" if shown else "") + f" (default {default})"
         group.add_argument(option.flag, dest=f"{prefix}{name}", default=None,
-                           help=f"{', '.join(owners)}: {option.help}" + (f" [{shown}]" if shown else "") +
-                           f" (default {default})")
+                           help=text.replace("%", "%%"))     # argparse formats help with %
 
 
 def add_model(parser) -> None:
