@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from provenance import commit
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "allocations"
 PROTOCOL = ["--model", "smollm2-135m", "--calib", "boolq", "--calib-samples", "32", "--seq-len", "512",
@@ -85,7 +87,7 @@ def table() -> None:
         if done:
             rows.append(_spread(f"aa-svd, {name}", [json.loads(p.read_text()) for p in done]))
     data = {"title": "Newer allocations at 20%", "command": "python bench/allocations.py best && "
-            "python bench/allocations.py table", "commit": _commit(), "machine": "2 CPU cores, no GPU",
+            "python bench/allocations.py table", "commit": commit(), "machine": "2 CPU cores, no GPU",
             "columns": [{"key": "run", "header": "method, allocation"}, {"key": "seeds", "header": "seeds"},
                         {"key": "dev", "header": "development ppl", "format": "f1"},
                         {"key": "wikitext2", "header": "WikiText-2", "format": "f1"},
@@ -102,11 +104,6 @@ def _spread(run: str, results: list[dict]) -> dict:
             "dev": pm([r["dev_ppl"] for r in results]), "wikitext2": pm([r["ppl_compressed"] for r in results]),
             "ptb": pm([r["extra_ppl"]["ptb"] for r in results]),
             "lambada": pm([r["extra_ppl"]["lambada"] for r in results])}     # not timed: tests ran beside them
-
-
-def _commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-                          ).stdout.strip() or "?"
 
 
 def main(argv=None) -> None:

@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from provenance import commit
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "cost"
 TEXT = ["--eval", "wikitext2", "--eval-windows", "20", "--seq-len", "512"]
@@ -92,15 +94,11 @@ def table(seeds: list[int], ratios: list[float]) -> None:
     data = {"title": "SVD against weight-only quantisation at equal bytes (SmolLM2-135M)",
             "command": [f"python bench/cost.py {step} --seeds {','.join(map(str, seeds))} --ratios "
                         f"{','.join(map(str, ratios))}" for step in ("compress", "measure", "table")],
-            "commit": _commit(), "machine": "this project's CPU machine: 2 cores, 24 GiB, no GPU; float32 compute "
-                                            "unless the row says bfloat16; measured alone on the machine",
+            "commit": commit("unknown"),
+            "machine": "this project's CPU machine: 2 cores, 24 GiB, no GPU; float32 compute "
+                       "unless the row says bfloat16; measured alone on the machine",
             "columns": columns, "rows": rows}
     (ROOT / "docs" / "results" / "cost.json").write_text(json.dumps(data, indent=1) + "\n")
-
-
-def _commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-                          check=False).stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":

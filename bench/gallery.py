@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results" / "gallery"
+
+from provenance import commit  # noqa: E402
 
 from svd_explorer.compress.methods import REGISTRY  # noqa: E402
 from svd_explorer.model.loading import load_model  # noqa: E402
@@ -135,7 +136,7 @@ def pack() -> None:
     order = {name: i for i, name in enumerate(REGISTRY)}
     runs.sort(key=lambda r: (order.get(r["result"]["method"], 99), r["result"]["config"]["allocation"] != "auto",
                              r["result"]["ratio"]))
-    made = {"command": "python bench/gallery.py run && python bench/gallery.py pack", "commit": _commit(),
+    made = {"command": "python bench/gallery.py run && python bench/gallery.py pack", "commit": commit(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU", "date": time.strftime("%Y-%m-%d"),
             "settings": SETTINGS} | ({"reference": _timing_record(timed["first"])} if timed else {})
     default = default_entry(runs)
@@ -168,11 +169,6 @@ def _timing_record(result: dict) -> dict:
     return {k: result[k] for k in ("method", "ratio", "params_before", "refine", "config", "calibration",
                                    "evaluation", "timings") if k in result} | {
         "calibration": {"description": result["calibration"]["description"]}}
-
-
-def _commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-                          ).stdout.strip() or "?"
 
 
 def main(argv=None) -> None:

@@ -23,6 +23,14 @@ def cache_dir(*parts: str) -> Path:
     return folder
 
 
+def modified_time(path: Path) -> float:
+    """A file's modification time, 0 when another process removed it meanwhile (caches prune concurrently)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def folder_bytes(folder: Path) -> int:
     """Bytes of the files under `folder` (0 when it does not exist)."""
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.exists() else 0

@@ -32,7 +32,7 @@ from ..compress.pipeline import Passes, block_statistics, capture_calls, first_m
 from ..compress.records import floats
 from ..compress.stats import Statistics
 from ..errors import ModelLoadError
-from ..files import save_atomically, write_atomically
+from ..files import modified_time, save_atomically, write_atomically
 from ..model.blocks import find_layout
 from ..model.lowrank import dense_weight_and_bias
 from ..model.offload import onloaded
@@ -262,7 +262,7 @@ def evict(root: Path, keep: Path | None = None) -> None:
     """Delete the oldest entries until the cache holds at most size_limit(): statistics folders (with the
     decompositions and measurements stored beside them) and the tables kept at the root (sensitivity)."""
     entries = sorted((p for p in Path(root).iterdir() if (p.is_dir() and (p / MANIFEST).exists()) or
-                      (p.is_file() and p.suffix == ".json")), key=_modified)
+                      (p.is_file() and p.suffix == ".json")), key=modified_time)
     sizes = {entry: _entry_bytes(entry) for entry in entries}
     total = sum(sizes.values())
     for entry in entries:
@@ -273,13 +273,6 @@ def evict(root: Path, keep: Path | None = None) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
-
-
-def _modified(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 def _entry_bytes(entry: Path) -> int:

@@ -34,12 +34,19 @@ def window_gradients(model, projections, windows: torch.Tensor, check=lambda: No
             p.requires_grad_(False)
 
 
-def mean_gradients(model, projections, windows: torch.Tensor, check=lambda: None) -> dict[str, torch.Tensor]:
-    """The mean over windows of each projection's gradient (float32, on the model's device)."""
+def summed_over_windows(model, projections, windows: torch.Tensor, each, check=lambda: None) -> dict:
+    """{projection name: Σ_windows each(∂L/∂W)}: one accumulation for every statistic of the gradients."""
     sums: dict[str, torch.Tensor] = {}
     for grads in window_gradients(model, projections, windows, check):
         for name, g in grads.items():
-            sums[name] = sums[name] + g.float() if name in sums else g.float().clone()
+            value = each(g)
+            sums[name] = sums[name] + value if name in sums else value
+    return sums
+
+
+def mean_gradients(model, projections, windows: torch.Tensor, check=lambda: None) -> dict[str, torch.Tensor]:
+    """The mean over windows of each projection's gradient (float32, on the model's device)."""
+    sums = summed_over_windows(model, projections, windows, lambda g: g.float(), check)
     return {name: g / len(windows) for name, g in sums.items()}
 
 

@@ -427,7 +427,7 @@ class _Study:
             self.prepared[kind] = "computed (no cache)"
             return compute()
         tensors, state = cached_tensors(key_folder(self._root(), self.key), kind, {"statistics": self.key}, compute)
-        evict(self._root(), keep=key_folder(self._root(), self.key))
+        self._bounded()
         self.prepared[kind] = f"cache {state}"
         self.emit("status", f"{self.method.name}: {kind} " + ("read from the cache" if state == "hit" else state))
         return tensors
@@ -441,6 +441,10 @@ class _Study:
         size = 8 * find_layout(self.lm.model).dense_params
         return DecompositionStore(key_folder(self._root(), self.key) / "decompositions") \
             if size <= size_limit() / 4 else None
+
+    def _bounded(self) -> None:
+        """The cache back under its size bound after this run stored something beside its statistics."""
+        evict(self._root(), keep=key_folder(self._root(), self.key))
 
     def _root(self):
         return cache_dir("stats") if self.config.stats_cache is None else _folder(self.config.stats_cache)
@@ -507,7 +511,7 @@ class _Study:
         key = {"statistics": self.key, "method": form.name, "options": form.config,
                "development": self.dev_description}
         scores, state = cached_tensors(key_folder(self._root(), self.key), "first-order", key, compute)
-        evict(self._root(), keep=key_folder(self._root(), self.key))
+        self._bounded()
         self.prepared["first-order"] = f"cache {state}"
         return scores
 
@@ -520,7 +524,7 @@ class _Study:
             return scorer.sensitivity(fractions, self.emit, score)
         table = cached_columns(self._root(), "sensitivity", key, fractions,
                                lambda missing: scorer.sensitivity(missing, self.emit, score))
-        evict(self._root(), keep=key_folder(self._root(), self.key))
+        self._bounded()
         return table
 
 

@@ -18,7 +18,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..errors import DataError
-from ..files import cache_dir, write_atomically
+from ..files import cache_dir, modified_time, write_atomically
 from ..model.devices import model_device
 
 MAX_FILES = 64
@@ -93,12 +93,7 @@ def sample(model, tokenizer, count: int, length: int, seed: int, progress=None) 
 
 def _prune(folder) -> None:
     """Keep the MAX_FILES most recently used samples; partial files of writes that died go too."""
-    def modified(f):
-        try:
-            return f.stat().st_mtime
-        except OSError:         # another process removed it meanwhile
-            return 0.0
-    files = sorted(folder.glob("*.pt"), key=modified, reverse=True)
-    stale = [f for f in folder.glob("*.partial") if modified(f) < time.time() - 3600]
+    files = sorted(folder.glob("*.pt"), key=modified_time, reverse=True)
+    stale = [f for f in folder.glob("*.partial") if modified_time(f) < time.time() - 3600]
     for old in files[MAX_FILES:] + stale:
         old.unlink(missing_ok=True)

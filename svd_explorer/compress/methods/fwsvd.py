@@ -19,7 +19,7 @@ import torch
 
 from ...errors import ConfigError
 from ...model.offload import is_offloaded
-from ..gradients import window_gradients
+from ..gradients import summed_over_windows
 from ..linalg import truncate
 from .base import Fit, Method
 
@@ -41,12 +41,7 @@ def fisher_weighted_fit(weight: torch.Tensor, importance: torch.Tensor, rank: in
 
 def input_channel_fisher(model, projections, windows: torch.Tensor, check=lambda: None) -> dict[str, torch.Tensor]:
     """f_j = Σ_windows Σ_i (∂L/∂W_ij)² for each projection (by name), one backward pass per window."""
-    sums: dict[str, torch.Tensor] = {}
-    for grads in window_gradients(model, projections, windows, check):
-        for name, g in grads.items():
-            square = g.double().pow(2).sum(0)
-            sums[name] = sums[name] + square if name in sums else square
-    return sums
+    return summed_over_windows(model, projections, windows, lambda g: g.double().pow(2).sum(0), check)
 
 
 class FWSVD(Method):
