@@ -3,6 +3,8 @@
     python bench/allocations.py select     # svd-llm at 20%, seed 0: every candidate setting, development text
     python bench/allocations.py best       # aa-svd at 20% with the chosen settings, seeds 0,1,2 (+ PTB, LAMBADA)
     python bench/allocations.py table      # docs/results/allocations_new.json from the files written
+    python bench/allocations.py fast       # shorter refinements of the best pipeline, seeds 0,1,2, development text
+    python bench/allocations.py scratch    # the chosen fast pipeline from an empty cache, seeds 0,1,2, timed
 
 `select` compares, on the development perplexity (8 BoolQ windows of 512 tokens disjoint from the
 calibration and from the 2 search windows), uniform, `loss` with floors 0 / 0.1 / 0.25 / 0.5, `zero-sum`
@@ -12,11 +14,21 @@ WikiText-2 is measured and shown, never used to choose. `best` runs aa-svd, whos
 best row uses, with the chosen settings the grid has not measured (its aa-svd + sensitivity row is the
 threshold solver) over three calibration seeds. Runs are skipped when their JSON
 exists (bench/results/allocations/); every run shares its seed's statistics cache. Run alone on the machine.
+
+`fast` looks for the best pipeline (aa-svd + sensitivity, exact solver) in fewer calibration forwards:
+the refinement is most of its time, so shorter refinements (fewer steps, a larger learning rate) are
+scored on the development text over three seeds (as perplexity over the original's on the same
+windows), the search table cached; the fastest whose mean is within the 100-step runs' mean + one std
+is chosen, then the same with one search window instead of two (the search is the other large part).
+`scratch` runs it from an empty cache per seed (statistics, search, compression, refinement all timed)
+and writes docs/results/fast.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,10 +48,20 @@ CANDIDATES = {
     "sensitivity threshold": [*SENSITIVITY, "--solver", "threshold"],
     "sensitivity exact": [*SENSITIVITY, "--solver", "exact"],
 }
+REFINEMENTS = {       # the best pipeline's refinement, shorter; the grid's 100 steps at lr 3e-4 are the `best` runs
+    "refine 50 steps lr 6e-4": ["--refine-steps", "50", "--refine-lr", "6e-4"],
+    "refine 32 steps lr 1e-3": ["--refine-steps", "32", "--refine-lr", "1e-3"],
+    "refine 16 steps lr 2e-3": ["--refine-steps", "16", "--refine-lr", "2e-3"],
+}
+DEV_ONLY = ["--eval-windows", "0"]
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name)
 
 
 def compress(name: str, method: str, ratio: float, seed: int, flags: list[str], extra: list[str] = ()) -> dict:
-    path = OUT / f"{method}-{name.replace(' ', '_')}-r{ratio:g}-s{seed}.json"
+    path = OUT / f"{method}-{slug(name)}-r{ratio:g}-s{seed}.json"
     if not path.exists():
         OUT.mkdir(parents=True, exist_ok=True)
         args = ["compress", *PROTOCOL, "--method", method, "--ratio", str(ratio), "--seed", str(seed), *flags,
@@ -80,21 +102,105 @@ def table() -> None:
     for name in CANDIDATES:
         r = compress(name, "svd-llm", 0.2, 0, CANDIDATES[name])
         rows.append({"run": f"svd-llm, {name}" + (" (chosen)" if name in chosen.values() else ""),
-                     "seeds": "0", "dev": r["dev_ppl"], "wikitext2": r["ppl_compressed"],
+                     "ratio": 0.2, "seeds": "0", "dev": r["dev_ppl"], "wikitext2": r["ppl_compressed"],
                      "seconds": r["timings"]["allocation"]})
     for name in new_settings(chosen):
-        done = sorted(OUT.glob(f"aa-svd-{name.replace(' ', '_')}-r0.2-s*.json"))
-        if done:
-            rows.append(_spread(f"aa-svd, {name}", [json.loads(p.read_text()) for p in done]))
-    data = {"title": "Newer allocations at 20%", "command": "python bench/allocations.py best && "
-            "python bench/allocations.py table", "commit": commit(), "machine": "2 CPU cores, no GPU",
-            "columns": [{"key": "run", "header": "method, allocation"}, {"key": "seeds", "header": "seeds"},
-                        {"key": "dev", "header": "development ppl", "format": "f1"},
-                        {"key": "wikitext2", "header": "WikiText-2", "format": "f1"},
-                        {"key": "ptb", "header": "PTB", "format": "f1"},
-                        {"key": "lambada", "header": "LAMBADA", "format": "f1"},
-                        {"key": "seconds", "header": "allocation s", "format": "f0"}], "rows": rows}
-    (ROOT / "docs" / "results" / "allocations_new.json").write_text(json.dumps(data, indent=1) + "\n")
+        for ratio in (0.1, 0.2, 0.4):
+            done = sorted(OUT.glob(f"aa-svd-{name.replace(' ', '_')}-r{ratio:g}-s*.json"))
+            if done:
+                rows.append(_spread(f"aa-svd, {name}", [json.loads(p.read_text()) for p in done]) | {"ratio": ratio})
+    _write("allocations_new", "Newer allocations",
+           "python bench/allocations.py best --ratios 0.1,0.2,0.4 && python bench/allocations.py table", rows,
+           [("run", "method, allocation", None), ("ratio", "ratio", None), ("seeds", "seeds", None),
+            ("dev", "development ppl", "f1"), ("wikitext2", "WikiText-2", "f1"), ("ptb", "PTB", "f1"),
+            ("lambada", "LAMBADA", "f1"), ("seconds", "allocation s", "f0")])
+
+
+def fast(seeds: list[int]) -> tuple[str, list[str]]:
+    """Shorter refinements on development text, three seeds, longest first: the fewest steps whose mean stays
+    within the 100-step runs' mean + one std; then the same with one search window instead of two. Compared as
+    perplexity over the original's on the same windows: each seed's windows differ (and move with the search
+    windows they avoid), so raw perplexities would mix the text's difficulty into the spread. Writes
+    docs/results/fast_select.json."""
+    grid = [compress("sensitivity exact", "aa-svd", 0.2, s, CANDIDATES["sensitivity exact"],
+                     ["--extra-eval", "ptb,lambada"]) for s in seeds]
+    rows = [_selection_row("refine 100 steps lr 3e-4 (the grid's)", grid)]
+    bar = statistics.mean(excess(r) for r in grid) + statistics.stdev(excess(r) for r in grid)
+    chosen, flags = "refine 100 steps", []
+    for name, extra in REFINEMENTS.items():
+        rows.append(_selection_row(name, _development(name, extra, seeds)))
+        if rows[-1]["excess"]["mean"] > bar:
+            break
+        chosen, flags = name, extra
+    name, extra = f"{chosen}, 1 search window", [*flags, "--search-windows", "1"]
+    rows.append(_selection_row(name, _development(name, extra, seeds)))
+    if rows[-1]["excess"]["mean"] <= bar:
+        chosen, flags = name, extra
+    print(f"chosen: {chosen}", file=sys.stderr)
+    _write("fast_select", "Shorter refinements of the best pipeline, on development text",
+           "python bench/allocations.py fast", rows, [
+               ("run", "setting", None), ("dev", "development ppl", "f2"),
+               ("excess", "over the original's (chosen on)", "f3")])     # timed from scratch by `scratch`
+    return chosen, flags
+
+
+def excess(result: dict) -> float:
+    """Development perplexity over the original model's on the same windows."""
+    return result["dev_ppl"] / result["dev_ppl_original"]
+
+
+def _development(name: str, flags: list[str], seeds: list[int]) -> list[dict]:
+    """aa-svd + sensitivity exact at 20% with `flags`, development text only, one run per seed."""
+    return [compress(f"sensitivity exact {name}", "aa-svd", 0.2, s, CANDIDATES["sensitivity exact"],
+                     [*flags, *DEV_ONLY]) for s in seeds]
+
+
+def _selection_row(name: str, results: list[dict]) -> dict:
+    def pm(values):
+        return {"mean": statistics.mean(values), "std": statistics.stdev(values), "seeds": values}
+    row = {"run": name, "dev": pm([r["dev_ppl"] for r in results]), "excess": pm([excess(r) for r in results])}
+    print(f"{name}: development / original {row['excess']['mean']:.4f} ± {row['excess']['std']:.4f}", file=sys.stderr)
+    return row
+
+
+def _write(name: str, title: str, command: str, rows: list[dict], columns: list[tuple]) -> None:
+    data = {"title": title, "command": command, "commit": commit(), "machine": "2 CPU cores, no GPU",
+            "columns": [{"key": k, "header": h, **({"format": f} if f else {})} for k, h, f in columns],
+            "rows": rows}
+    (ROOT / "docs" / "results" / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+
+
+def scratch(seeds: list[int]) -> None:
+    """The chosen pipeline from an empty cache per seed, alone on the machine, then docs/results/fast.json with
+    the time per phase (the 100-step pipeline from scratch is docs/results/scratch_kl.json)."""
+    chosen, chosen_flags = fast(seeds)
+    flags = [*CANDIDATES["sensitivity exact"], *chosen_flags, "--extra-eval", "ptb,lambada"]
+    rows = []
+    for seed in seeds:
+        path = OUT / f"scratch-{slug(chosen)}-s{seed}.json"
+        if not path.exists():
+            cache = Path(f"/tmp/svd-explorer-scratch-s{seed}")
+            shutil.rmtree(cache, ignore_errors=True)
+            args = ["compress", *PROTOCOL, "--method", "aa-svd", "--ratio", "0.2", "--seed", str(seed), *flags,
+                    "--stats-cache", str(cache), "--json", str(path)]
+            print("python -m svd_explorer " + " ".join(args), file=sys.stderr, flush=True)
+            subprocess.run([sys.executable, "-m", "svd_explorer", *args], check=True, cwd=ROOT)
+        rows.append(_timed(chosen, json.loads(path.read_text())))
+    _write("fast", "The faster best pipeline from an empty cache", "python bench/allocations.py scratch",
+           rows, [("run", "pipeline", None), ("seed", "seed", None), ("dev", "development ppl", "f2"),
+                  ("wikitext2", "WikiText-2", "f2"), ("ptb", "PTB", "f1"), ("lambada", "LAMBADA", "f1"),
+                  ("forward", "its forward s", "f1"), ("statistics", "statistics s", "f1"),
+                  ("allocation", "search s", "f1"), ("compression", "compression s", "f1"),
+                  ("refinement", "refinement s", "f1"), ("x_forward", "× its forward", "f1")])
+
+
+def _timed(run: str, r: dict) -> dict:
+    t = r["timings"]
+    work = t["statistics"] + t["allocation"] + t["compression"] + t["refinement"]
+    return {"run": run, "seed": r["config"]["seed"], "dev": r["dev_ppl"], "wikitext2": r["ppl_compressed"],
+            "ptb": r["extra_ppl"]["ptb"], "lambada": r["extra_ppl"]["lambada"], "forward": t["forward"],
+            **{k: t[k] for k in ("statistics", "allocation", "compression", "refinement")},
+            "x_forward": work / t["forward"]}
 
 
 def _spread(run: str, results: list[dict]) -> dict:
@@ -108,7 +214,7 @@ def _spread(run: str, results: list[dict]) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["select", "best", "table"])
+    parser.add_argument("action", choices=["select", "best", "table", "fast", "scratch"])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--ratios", default="0.2")
     args = parser.parse_args(argv)
@@ -116,6 +222,10 @@ def main(argv=None) -> None:
         select()
     elif args.action == "best":
         best([int(s) for s in args.seeds.split(",")], [float(r) for r in args.ratios.split(",")])
+    elif args.action == "fast":
+        fast([int(s) for s in args.seeds.split(",")])
+    elif args.action == "scratch":
+        scratch([int(s) for s in args.seeds.split(",")])
     else:
         table()
 

@@ -167,27 +167,31 @@ def test_sensitivity_threshold_keeps_the_least_sensitive_projections_smallest():
 
 
 def test_a_sensitivity_row_takes_one_svd_per_projection_and_the_same_numbers(monkeypatch):
-    """Each projection is cut at every candidate fraction from one SVD (decompositions.LastDecomposition):
-    the perplexities are those of fresh SVDs, bit for bit."""
+    """Each projection is cut at every candidate fraction from one SVD (decompositions.LastDecomposition),
+    taken from the Gram matrix (linalg.svd_by_gram): the perplexities are those of fresh SVDs of that kind
+    bit for bit, and those of LAPACK's SVDs to rounding."""
     from conftest import tiny_ids
 
     from svd_explorer.cache.statistics import collect
-    from svd_explorer.compress import linalg
+    from svd_explorer.compress import candidates
     from svd_explorer.compress.candidates import DevScorer
+    from svd_explorer.compress.decompositions import LastDecomposition, reusing
     from svd_explorer.run.engine import _in_memory
 
     model = tiny_model("llama")
     statistics = _in_memory(collect(model, tiny_ids(8, 16), 4, "float32"), model)
     scorer = DevScorer(model, tiny_ids(4, 16, seed=1), statistics, get_method("svd-llm"), precision="float32")
     calls = []
-    fresh_svd = linalg._svd
-    monkeypatch.setattr(linalg, "_svd", lambda m, name: calls.append(name) or fresh_svd(m, name))
+    fresh = candidates.svd_by_gram
+    monkeypatch.setattr(candidates, "svd_by_gram", lambda m: calls.append(m.shape) or fresh(m))
     table = scorer.sensitivity([0.4, 0.6, 0.8])
     assert len(calls) == len(scorer.layout.projections)
     p = scorer.layout.projections[3]
     for f, ppl in table[p.name].items():
         rank = max(1, int(f * p.dense_params // p.rank_cost))
-        assert scorer.perplexity({p.name: scorer.factors(p.name, rank)}) == ppl
+        with reusing(LastDecomposition(fresh)):
+            assert scorer.perplexity({p.name: scorer.factors(p.name, rank)}) == ppl
+        assert scorer.perplexity({p.name: scorer.factors(p.name, rank)}) == pytest.approx(ppl, rel=1e-5)
 
 
 def test_the_kl_score_is_zero_for_the_original_positive_for_a_change_and_is_torch_kl_div():

@@ -6,6 +6,7 @@ from svd_explorer.compress.linalg import (
     DecompositionError,
     captured_ratio,
     singular_values,
+    svd_by_gram,
     truncate,
     weighted_error,
     whiten,
@@ -110,3 +111,16 @@ def test_spectrum_helpers():
     assert torch.allclose(singular_values(w.T), torch.linalg.svdvals(w), rtol=1e-8)
     s = torch.tensor([3.0, 2.0, 1.0])
     assert captured_ratio(s, 1) == pytest.approx(9 / 14)
+
+
+@pytest.mark.parametrize("shape", [(12, 30), (30, 12), (16, 16)])
+def test_svd_from_the_gram_matrix_agrees_with_lapack(shape):
+    torch.manual_seed(0)
+    m = torch.randn(*shape, dtype=torch.float64) * torch.logspace(0, -4, shape[1], dtype=torch.float64)
+    u, s, vh = svd_by_gram(m)
+    reference = torch.linalg.svd(m, full_matrices=False)
+    assert torch.allclose(s, reference.S, rtol=0, atol=1e-12 * float(reference.S[0]))
+    assert torch.allclose((u * s) @ vh, m, atol=1e-10)
+    for k in (1, min(shape) // 2):
+        best = (reference.U[:, :k] * reference.S[:k]) @ reference.Vh[:k]
+        assert torch.allclose((u[:, :k] * s[:k]) @ vh[:k], best, atol=1e-10)

@@ -1,4 +1,5 @@
 """The two-stream pipeline on tiny random models of several architectures."""
+import contextlib
 import threading
 
 import pytest
@@ -10,7 +11,7 @@ from svd_explorer.compress.allocation import AllocationContext, get_allocation
 from svd_explorer.compress.methods import get_method
 from svd_explorer.compress.methods.svd_llm import SVDLLM
 from svd_explorer.compress.pipeline import Cancelled, compress_model
-from svd_explorer.compress.refine import RefineSettings
+from svd_explorer.compress.refine import RefineData, RefineSettings, refine_block
 from svd_explorer.model.architectures import ARCHITECTURES as TABLE
 from svd_explorer.model.blocks import find_layout
 from svd_explorer.model.discovery import discover
@@ -164,6 +165,31 @@ def test_refinement_that_makes_things_worse_is_rolled_back():
         assert record.refine["restored"] and record.refine["loss_after"] == record.refine["loss_before"]
     ids = tiny_ids(2)
     assert torch.allclose(compressed(ids).logits, plain(ids).logits, atol=1e-5)
+
+
+def test_refinement_hands_back_the_tuned_blocks_outputs_so_the_stream_is_not_run_again():
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU(), torch.nn.Linear(8, 8))
+    inputs, targets = [torch.randn(2, 5, 8) for _ in range(3)], [torch.randn(2, 5, 8) for _ in range(3)]
+    data = RefineData(inputs, targets, [lambda b, x: b(x)] * 3, lambda: None, contextlib.nullcontext())
+    record, outputs = refine_block(block, data, RefineSettings(steps=10, lr=1e-2, batch=2))
+    assert not record["restored"]
+    with torch.no_grad():
+        assert all(torch.equal(out, block(x)) for out, x in zip(outputs, inputs))
+    assert record["checked_windows"] == 6                # fewer than CHECK_WINDOWS: all of them
+    record, outputs = refine_block(block, data, RefineSettings(steps=5, lr=100.0, batch=2))
+    assert record["restored"] and outputs is None        # restored: the caller runs the block again
+
+
+def test_the_restore_check_reads_the_leading_batches_holding_eight_windows():
+    torch.manual_seed(0)
+    block = torch.nn.Linear(8, 8)
+    inputs, targets = [torch.randn(4, 5, 8) for _ in range(3)], [torch.randn(4, 5, 8) for _ in range(3)]
+    data = RefineData(inputs, targets, [lambda b, x: b(x)] * 3, lambda: None, contextlib.nullcontext())
+    with torch.no_grad():
+        expected = sum(float(((block(x) - y) ** 2).sum()) for x, y in zip(inputs[:2], targets[:2])) / (2 * 4 * 5 * 8)
+    record, _ = refine_block(block, data, RefineSettings(steps=3, lr=1e-3, batch=4))
+    assert record["checked_windows"] == 8 and record["loss_before"] == pytest.approx(expected, rel=1e-6)
 
 
 def test_an_already_compressed_model_is_refused_clearly():

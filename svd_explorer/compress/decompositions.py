@@ -99,18 +99,20 @@ def reusing(store: DecompositionStore | None):
 
 class LastDecomposition:
     """The SVD of the last matrix asked for, kept in memory: a sensitivity search cuts one projection's
-    matrix at several ranks in a row, and one SVD serves them all (the same numbers as fresh ones)."""
+    matrix at several ranks in a row, and one SVD serves them all (the same numbers as fresh ones).
+    `decompose` (M -> U, S, Vh), when given, replaces the caller's SVD."""
 
-    def __init__(self):
+    def __init__(self, decompose=None):
         self.matrix = self.factors = None
         self.hits = self.misses = 0
+        self.decompose = decompose
 
     def svd(self, m: torch.Tensor, k: int, compute):
         if self.matrix is not None and self.matrix.shape == m.shape and torch.equal(self.matrix, m):
             self.hits += 1
             return self.factors
         self.misses += 1
-        self.matrix, self.factors = m.clone(), compute(m)
+        self.matrix, self.factors = m.clone(), (self.decompose or compute)(m)
         return self.factors
 
     def describe(self) -> dict:

@@ -344,12 +344,14 @@ class _Run:
         todo = [p for p in self.layout.block_projections(index) if p.name in self.budgets]
         self.emit("progress", {"block": index, "blocks": self.layout.num_blocks, "step": "starting"})
         with onloaded(self.layout.blocks[index]) as reference:
-            block, next_f, refine = self.compress_block(index, reference, todo) if todo else (reference, None, None)
+            block, next_f, refine, next_c = (self.compress_block(index, reference, todo) if todo
+                                             else (reference, None, None, None))
             if next_f is None:
                 next_f = self.forward(reference, index, self.h_f)
             self.diverged = self.diverged or bool(todo)
-            with torch.no_grad():
-                next_c = self.forward(block, index, self.h_c) if self.diverged else next_f[:len(self.h_c)]
+            if next_c is None:
+                with torch.no_grad():
+                    next_c = self.forward(block, index, self.h_c) if self.diverged else next_f[:len(self.h_c)]
         if todo:
             self.layout.blocks[index] = store_block(block, self.placement, f"block{index}")
         rel, cos = stream_distance(next_c, next_f)
@@ -360,8 +362,8 @@ class _Run:
         self.emit("block", asdict(record))
 
     def compress_block(self, index, reference, todo):
-        """A compressed copy of `reference`, the next original stream when it was computed on the way,
-        and the refinement record."""
+        """A compressed copy of `reference`, the next original stream and the next compressed stream when
+        they were computed on the way, and the refinement record."""
         block = without_hooks(copy.deepcopy(reference))
         next_f = None
         with torch.no_grad():
@@ -376,13 +378,13 @@ class _Run:
                 all_stats, next_f = self.original_statistics(reference, index, todo)
                 for g, stats in all_stats.items():
                     self.replace(block, reference, [p for p in todo if p.group == g], stats)
-        refine = None
+        refine = next_c = None
         if self.refine is not None:
             next_f = next_f if next_f is not None else self.forward(reference, index, self.h_f)
             self.emit("progress", {"block": index, "blocks": self.layout.num_blocks, "step": "refining"})
             data = RefineData(self.h_c, next_f, [c[index] for c in self.calls], self.check, self.autocast)
-            refine = refine_block(block, data, self.refine)
-        return block, next_f, refine
+            refine, next_c = refine_block(block, data, self.refine)
+        return block, next_f, refine, next_c
 
     def forward(self, block, index, stream):
         out = []
