@@ -60,12 +60,15 @@ def slug(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name)
 
 
-def compress(name: str, method: str, ratio: float, seed: int, flags: list[str], extra: list[str] = ()) -> dict:
-    path = OUT / f"{method}-{slug(name)}-r{ratio:g}-s{seed}.json"
+def compress(name: str, method: str, ratio: float, seed: int, flags: list[str], extra: list[str] = (),
+             path: Path | None = None, cache: str | None = None) -> dict:
+    """One run's result, run with the README protocol unless its JSON exists; by default every run of a seed
+    shares that seed's statistics cache."""
+    path = path or OUT / f"{method}-{slug(name)}-r{ratio:g}-s{seed}.json"
     if not path.exists():
         OUT.mkdir(parents=True, exist_ok=True)
         args = ["compress", *PROTOCOL, "--method", method, "--ratio", str(ratio), "--seed", str(seed), *flags,
-                *extra, "--stats-cache", f"/tmp/svd-explorer-allocations-s{seed}", "--json", str(path)]
+                *extra, "--stats-cache", cache or f"/tmp/svd-explorer-allocations-s{seed}", "--json", str(path)]
         print("python -m svd_explorer " + " ".join(args), file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "-m", "svd_explorer", *args], check=True, cwd=ROOT)
     return json.loads(path.read_text())
@@ -106,7 +109,7 @@ def table() -> None:
                      "seconds": r["timings"]["allocation"]})
     for name in new_settings(chosen):
         for ratio in (0.1, 0.2, 0.4):
-            done = sorted(OUT.glob(f"aa-svd-{name.replace(' ', '_')}-r{ratio:g}-s*.json"))
+            done = sorted(OUT.glob(f"aa-svd-{slug(name)}-r{ratio:g}-s*.json"))
             if done:
                 rows.append(_spread(f"aa-svd, {name}", [json.loads(p.read_text()) for p in done]) | {"ratio": ratio})
     _write("allocations_new", "Newer allocations",
@@ -156,9 +159,8 @@ def _development(name: str, flags: list[str], seeds: list[int]) -> list[dict]:
 
 
 def _selection_row(name: str, results: list[dict]) -> dict:
-    def pm(values):
-        return {"mean": statistics.mean(values), "std": statistics.stdev(values), "seeds": values}
-    row = {"run": name, "dev": pm([r["dev_ppl"] for r in results]), "excess": pm([excess(r) for r in results])}
+    row = {"run": name, "dev": _mean_std([r["dev_ppl"] for r in results], per_seed=True),
+           "excess": _mean_std([excess(r) for r in results], per_seed=True)}
     print(f"{name}: development / original {row['excess']['mean']:.4f} ± {row['excess']['std']:.4f}", file=sys.stderr)
     return row
 
@@ -174,18 +176,14 @@ def scratch(seeds: list[int]) -> None:
     """The chosen pipeline from an empty cache per seed, alone on the machine, then docs/results/fast.json with
     the time per phase (the 100-step pipeline from scratch is docs/results/scratch_kl.json)."""
     chosen, chosen_flags = fast(seeds)
-    flags = [*CANDIDATES["sensitivity exact"], *chosen_flags, "--extra-eval", "ptb,lambada"]
     rows = []
     for seed in seeds:
-        path = OUT / f"scratch-{slug(chosen)}-s{seed}.json"
+        path, cache = OUT / f"scratch-{slug(chosen)}-s{seed}.json", f"/tmp/svd-explorer-scratch-s{seed}"
         if not path.exists():
-            cache = Path(f"/tmp/svd-explorer-scratch-s{seed}")
-            shutil.rmtree(cache, ignore_errors=True)
-            args = ["compress", *PROTOCOL, "--method", "aa-svd", "--ratio", "0.2", "--seed", str(seed), *flags,
-                    "--stats-cache", str(cache), "--json", str(path)]
-            print("python -m svd_explorer " + " ".join(args), file=sys.stderr, flush=True)
-            subprocess.run([sys.executable, "-m", "svd_explorer", *args], check=True, cwd=ROOT)
-        rows.append(_timed(chosen, json.loads(path.read_text())))
+            shutil.rmtree(cache, ignore_errors=True)       # an empty cache: statistics and search timed too
+        result = compress(chosen, "aa-svd", 0.2, seed, CANDIDATES["sensitivity exact"],
+                          [*chosen_flags, "--extra-eval", "ptb,lambada"], path=path, cache=cache)
+        rows.append(_timed(chosen, result))
     _write("fast", "The faster best pipeline from an empty cache", "python bench/allocations.py scratch",
            rows, [("run", "pipeline", None), ("seed", "seed", None), ("dev", "development ppl", "f2"),
                   ("wikitext2", "WikiText-2", "f2"), ("ptb", "PTB", "f1"), ("lambada", "LAMBADA", "f1"),
@@ -203,13 +201,19 @@ def _timed(run: str, r: dict) -> dict:
             "x_forward": work / t["forward"]}
 
 
+def _mean_std(values: list[float], per_seed: bool = False):
+    """A table cell: mean ± std (and each seed's value), or the value itself for one seed (no spread to show)."""
+    if len(values) == 1:
+        return values[0]
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values)} | ({"seeds": values} if per_seed else {})
+
+
 def _spread(run: str, results: list[dict]) -> dict:
-    def pm(values):       # one seed: its value, no spread to show
-        return {"mean": statistics.mean(values), "std": statistics.stdev(values)} if len(values) > 1 else values[0]
     return {"run": run, "seeds": ",".join(str(r["config"]["seed"]) for r in results),
-            "dev": pm([r["dev_ppl"] for r in results]), "wikitext2": pm([r["ppl_compressed"] for r in results]),
-            "ptb": pm([r["extra_ppl"]["ptb"] for r in results]),
-            "lambada": pm([r["extra_ppl"]["lambada"] for r in results])}     # not timed: tests ran beside them
+            "dev": _mean_std([r["dev_ppl"] for r in results]),
+            "wikitext2": _mean_std([r["ppl_compressed"] for r in results]),
+            "ptb": _mean_std([r["extra_ppl"]["ptb"] for r in results]),
+            "lambada": _mean_std([r["extra_ppl"]["lambada"] for r in results])}     # not timed: tests ran beside them
 
 
 def main(argv=None) -> None:

@@ -113,9 +113,11 @@ def svd_by_gram(m: torch.Tensor):
     float64 the singular values agree with LAPACK's to about 1e-15 of the largest; a vector whose value is
     below about 1e-8 of the largest loses its accuracy, which a candidate kept at a useful rank never reads.
     Used for the sensitivity search's candidates (one SVD per projection), not for the compression."""
-    wide = m.shape[0] <= m.shape[1]
-    a = m if wide else m.mT
-    values, vectors = torch.linalg.eigh(a @ a.mT)
+    wide, a = m.shape[0] <= m.shape[1], _wide(m)
+    try:
+        values, vectors = torch.linalg.eigh(a @ a.mT)
+    except RuntimeError as err:  # LAPACK did not converge: the same one-line error as _svd's
+        raise DecompositionError(f"SVD from the Gram matrix failed ({err})") from err
     s, u = values.flip(0).clamp_min(0).sqrt(), vectors.flip(1)
     other = (u.mT @ a) / s.clamp_min(torch.finfo(s.dtype).tiny)[:, None]
     return (u, s, other) if wide else (other.mT, s, u.mT)
@@ -126,9 +128,13 @@ def singular_values(w: torch.Tensor) -> torch.Tensor:
 
     Several times cheaper than an SVD; accurate in float64 down to about 1e-8 of the largest
     value, which is all a spectrum plot needs."""
-    w = w.double()
-    g = w @ w.mT if w.shape[0] <= w.shape[1] else w.mT @ w
-    return torch.linalg.eigvalsh(g).flip(0).clamp_min(0).sqrt()
+    a = _wide(w.double())
+    return torch.linalg.eigvalsh(a @ a.mT).flip(0).clamp_min(0).sqrt()
+
+
+def _wide(m: torch.Tensor) -> torch.Tensor:
+    """M or Mᵀ, whichever has fewer rows: its Gram A Aᵀ is the smaller one."""
+    return m if m.shape[0] <= m.shape[1] else m.mT
 
 
 def captured_ratio(spectrum: torch.Tensor, k: int) -> float:
