@@ -16,8 +16,8 @@ HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
 
 
-def tables_module():
-    spec = importlib.util.spec_from_file_location("bench_tables", ROOT / "bench" / "tables.py")
+def bench_module(name: str = "tables"):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -56,9 +56,30 @@ def anchors(page: Path) -> set[str]:
 
 
 def test_every_results_table_equals_its_data():
-    problems, differing = tables_module().update(ROOT, write=False)
+    problems, differing = bench_module().update(ROOT, write=False)
     assert not problems and not differing, "\n".join(problems + differing) + \
         "\n(python bench/tables.py rewrites the tables from docs/results/*.json)"
+
+
+def test_a_sweep_folder_becomes_a_table_of_mean_std_and_each_seed():
+    """bench/sweep_table.py: seeds in order, the sample std, kept of the whole model, the original first."""
+    def run(seed, method, ppl, after):
+        return {"method": method, "ratio": 0.2, "ppl_compressed": ppl, "ppl_original": 70.0, "dev_ppl": ppl / 2,
+                "dev_ppl_original": 30.0 + seed, "kl_to_original": 1.0, "top1_agreement": 0.5,
+                "params_after": after, "params_before": 1000, "seconds": 10.0, "allocation_seconds": 5.0,
+                "calib_forward_seconds": 5.0 + seed, "evaluation": {"source": "wikitext2"},
+                "config": {"seed": seed, "allocation": "uniform"}}
+    runs = [run(2, "svd-llm", 140.0, 900), run(0, "svd-llm", 100.0, 900), run(1, "svd-llm", 120.0, 900),
+            run(0, "aa-svd", 50.0, 925)]
+    sweep_table = bench_module("sweep_table")
+    rows = sweep_table.rows_of(runs)
+    assert [r["method"] for r in rows] == ["original", "aa-svd", "svd-llm"]
+    assert rows[0]["eval"] == {"value": 70.0} and rows[0]["dev"]["mean"] == pytest.approx(31.0)
+    assert rows[2]["eval"] == {"mean": 120.0, "std": 20.0, "seeds": [100.0, 120.0, 140.0]}
+    assert rows[2]["dev_ratio"]["mean"] == pytest.approx((50 / 30 + 60 / 31 + 70 / 32) / 3)
+    assert rows[2]["kept"]["mean"] == pytest.approx(0.9) and rows[2]["x_fwd"]["mean"] == pytest.approx(3.0)
+    text = bench_module().render({"columns": sweep_table.columns(runs), "rows": rows})
+    assert "WikiText-2, mean ± std (seeds 0 / 1 / 2)" in text and "120.0 ± 20.0 (100.0 / 120.0 / 140.0)" in text
 
 
 def test_readme_is_at_most_400_lines():

@@ -147,3 +147,25 @@ def test_a_sweeps_allocation_options_go_to_the_allocations_that_have_them(tiny_f
     assert run_name(sensitivity) == "svd-llm-sensitivity_measure0.5-refine_auto-r0.2-s0"
     row = {"method": "svd-llm", "ratio": 0.2, "config": sensitivity.to_dict()}
     assert group_key(row)[1] == "sensitivity (measure=0.5)"
+
+
+def test_a_worker_loads_its_model_once_and_every_run_on_it_scores_as_a_fresh_load(tiny_folder, text_file):
+    """The sweep's workers keep the original model between runs: the runs must not see each other."""
+    from dataclasses import replace
+
+    from svd_explorer.run.config import RunConfig
+    from svd_explorer.run.engine import run
+    from svd_explorer.run.plan import plan
+    from svd_explorer.study.sweep import held_model
+
+    config = RunConfig(model=str(tiny_folder), method="svd-llm", ratio=0.2, calib=str(text_file),
+                       eval_source=str(text_file), seq_len=16, calib_samples=4, eval_windows=2, batch_size=2,
+                       cost=False, stats_cache="off")
+    first, second = plan(config), plan(replace(config, method="svd", ratio=0.4, seed=1))
+    held = held_model(first)
+    assert held_model(second) is held
+    reused = [run(p, loaded=held, measure_forward=False).record.scores for p in (first, second)]
+    fresh = [run(p, measure_forward=False).record.scores for p in (first, second)]
+    for a, b in zip(reused, fresh):
+        assert a["ppl_compressed"] == pytest.approx(b["ppl_compressed"], rel=1e-6)
+        assert a["ppl_original"] == pytest.approx(b["ppl_original"], rel=1e-6)

@@ -352,13 +352,13 @@ def _perplexities(lm: LoadedModel, compressed, ids, description: str, check) -> 
     return evaluate(compressed, ids, should_stop=check)["ppl"], lm.scores[key]
 
 
-def prepare_statistics(plan: Plan | RunConfig, emit=None) -> dict:
+def prepare_statistics(plan: Plan | RunConfig, emit=None, loaded: LoadedModel | None = None) -> dict:
     """What a sweep does once per seed: time one plain forward over the calibration set and fill the
-    statistics cache (when it is on)."""
+    statistics cache (when it is on); `loaded` is the plan's model when the caller holds it already."""
     emit = emit or _quiet
     plan = as_plan(plan)
     config = plan.config
-    lm, _ = load_for(plan, emit)
+    lm = loaded or load_for(plan, emit)[0]
     calib_ids, calib_desc = calibration_windows(lm, config.calib, config.calib_samples, config.seq_len, config.seed,
                                                 emit)
     forward = forward_seconds(lm.model, calib_ids, config.batch_size)

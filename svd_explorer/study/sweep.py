@@ -7,9 +7,10 @@ Ray is the engine: a local Ray starts in-process by default, `--address` joins a
 them, so no shared file system is needed; statistics are cached on whichever node computes them).
 Before the runs, one task per seed computes the original-stream statistics and times one forward of
 the original model over the calibration set; every run that can reuse the statistics does (their
-time is reported once). A task that fails is retried once by Ray, then recorded as failed with its
-error; the others go on. Each run's JSON is written as it finishes and a rerun of the same command
-skips what is done. A folder written by another model or protocol is refused, naming the difference.
+time is reported once), and a worker keeps the original model loaded for its next run of it. A task
+that fails is retried once by Ray, then recorded as failed with its error; the others go on. Each run's
+JSON is written as it finishes and a rerun of the same command skips what is done. A folder written by
+another model or protocol is refused, naming the difference.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from ..compress.allocation import ALLOCATIONS
 from ..errors import ConfigError
 from ..figures.plots import pareto_figure
 from ..run.config import RunConfig
-from ..run.engine import prepare_statistics, run
+from ..run.engine import load_for, prepare_statistics, run
+from ..run.plan import plan as plan_of
 from .comparison import RESULTS, aggregate, csv_text, markdown, read_folder
 
 PROTOCOL_FIELDS = ("model", "revision", "calib", "calib_samples", "seq_len", "eval_source", "eval_windows",
@@ -112,9 +114,27 @@ def start_ray(address: str | None, cpus: int | None):
     return ray
 
 
+_HELD: dict = {}
+
+
+def held_model(plan):
+    """The original model of `plan`, loaded once per worker process and kept for the worker's next task of the
+    same model: a sweep's runs differ in method, allocation, ratio and seed, not in the model, so loading it
+    (a minute for Gemma 3's dequantised file) and its scores on the fixed texts are paid once per worker, not
+    once per run. One model is held; an offloaded or saved-folder model is loaded by each run as before."""
+    if plan.placement.offloaded or plan.saved_folder:
+        return None
+    key = (plan.config.model, plan.config.revision, str(plan.dtype), str(plan.device))
+    if key not in _HELD:
+        _HELD.clear()
+        _HELD[key] = load_for(plan)[0]
+    return _HELD[key]
+
+
 def _statistics_task(config_json: str) -> dict:
     """One seed's statistics pass (and the calibration-forward timing), on a Ray worker."""
-    return prepare_statistics(RunConfig.from_json(config_json))
+    checked = plan_of(RunConfig.from_json(config_json))
+    return prepare_statistics(checked, loaded=held_model(checked))
 
 
 def _run_task(config_json: str, forward: float | None, attempts_file: str | None, threads: int | None) -> dict:
@@ -124,7 +144,8 @@ def _run_task(config_json: str, forward: float | None, attempts_file: str | None
     if attempts_file:
         with open(attempts_file, "a") as f:
             f.write("attempt\n")
-    record = run(RunConfig.from_json(config_json), measure_forward=False).record
+    checked = plan_of(RunConfig.from_json(config_json))
+    record = run(checked, loaded=held_model(checked), measure_forward=False).record
     record.calib_forward_seconds = forward
     return record.to_dict() | {"status": "done"}
 
