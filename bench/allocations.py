@@ -34,7 +34,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from provenance import commit
+from provenance import spread, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "allocations"
@@ -159,17 +159,14 @@ def _development(name: str, flags: list[str], seeds: list[int]) -> list[dict]:
 
 
 def _selection_row(name: str, results: list[dict]) -> dict:
-    row = {"run": name, "dev": _mean_std([r["dev_ppl"] for r in results], per_seed=True),
-           "excess": _mean_std([excess(r) for r in results], per_seed=True)}
+    row = {"run": name, "dev": spread([r["dev_ppl"] for r in results], per_seed=True),
+           "excess": spread([excess(r) for r in results], per_seed=True)}
     print(f"{name}: development / original {row['excess']['mean']:.4f} ± {row['excess']['std']:.4f}", file=sys.stderr)
     return row
 
 
 def _write(name: str, title: str, command: str, rows: list[dict], columns: list[tuple]) -> None:
-    data = {"title": title, "command": command, "commit": commit(), "machine": "2 CPU cores, no GPU",
-            "columns": [{"key": k, "header": h, **({"format": f} if f else {})} for k, h, f in columns],
-            "rows": rows}
-    (ROOT / "docs" / "results" / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+    write_result(name, title, command, "2 CPU cores, no GPU", columns, rows)
 
 
 def scratch(seeds: list[int]) -> None:
@@ -201,19 +198,12 @@ def _timed(run: str, r: dict) -> dict:
             "x_forward": work / t["forward"]}
 
 
-def _mean_std(values: list[float], per_seed: bool = False):
-    """A table cell: mean ± std (and each seed's value), or the value itself for one seed (no spread to show)."""
-    if len(values) == 1:
-        return values[0]
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values)} | ({"seeds": values} if per_seed else {})
-
-
 def _spread(run: str, results: list[dict]) -> dict:
     return {"run": run, "seeds": ",".join(str(r["config"]["seed"]) for r in results),
-            "dev": _mean_std([r["dev_ppl"] for r in results]),
-            "wikitext2": _mean_std([r["ppl_compressed"] for r in results]),
-            "ptb": _mean_std([r["extra_ppl"]["ptb"] for r in results]),
-            "lambada": _mean_std([r["extra_ppl"]["lambada"] for r in results])}     # not timed: tests ran beside them
+            "dev": spread([r["dev_ppl"] for r in results]),
+            "wikitext2": spread([r["ppl_compressed"] for r in results]),
+            "ptb": spread([r["extra_ppl"]["ptb"] for r in results]),
+            "lambada": spread([r["extra_ppl"]["lambada"] for r in results])}     # not timed: tests ran beside them
 
 
 def main(argv=None) -> None:

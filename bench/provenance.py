@@ -1,6 +1,9 @@
-"""Where a benchmark's numbers came from: the commit the files record beside their command."""
+"""Where a benchmark's numbers came from: the commit the files record beside their command, and the result
+file (docs/results/NAME.json) that holds them with their spread over seeds."""
 from __future__ import annotations
 
+import json
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -11,3 +14,27 @@ def commit(unknown: str = "?") -> str:
     """The short hash of HEAD, or `unknown` outside a git checkout."""
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
                           check=False).stdout.strip() or unknown
+
+
+def spread(values: list[float], per_seed: bool = False):
+    """A table cell of the seeds' values: mean ± sample std (and each seed's value), the value itself for one
+    seed (no spread to show), None for none."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values)} | ({"seeds": values} if per_seed else {})
+
+
+def write_result(name: str, title: str, command, machine: str, columns: list[tuple], rows: list[dict]) -> Path:
+    """docs/results/NAME.json: the rows with their command, commit and machine; columns as (key, header, format)."""
+    data = {"title": title, "command": command, "commit": commit(), "machine": machine,
+            "columns": column_specs(columns), "rows": rows}
+    path = ROOT / "docs" / "results" / f"{name}.json"
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    return path
+
+
+def column_specs(columns: list[tuple]) -> list[dict]:
+    """(key, header, format or None) -> the column objects bench/tables.py reads."""
+    return [{"key": k, "header": h, **({"format": f} if f else {})} for k, h, f in columns]

@@ -11,17 +11,16 @@ model (embedding included), which is what a file on disk keeps; the ratio is of 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]   # run as a script or loaded by a test
 
-from provenance import commit  # noqa: E402
+from provenance import spread, write_result  # noqa: E402
 
 from svd_explorer.study.comparison import group_key, read_folder, work_seconds  # noqa: E402
+from svd_explorer.study.sweep import reference_forward  # noqa: E402
 
 COLUMNS = [("method", "method", None), ("allocation", "allocation", None), ("ratio", "ratio", "f1"),
            ("eval", "{eval}, mean ± std (seeds {seeds})", "ppl"), ("dev", "dev (held out)", "ppl"),
@@ -31,25 +30,19 @@ COLUMNS = [("method", "method", None), ("allocation", "allocation", None), ("rat
 NAMES = {"wikitext2": "WikiText-2", "ptb": "PTB", "lambada": "LAMBADA"}
 
 
-def cell(values: list[float], per_seed: bool = False) -> dict | None:
-    """Mean ± sample std of the seeds' values (each seed's value too, where asked)."""
-    if not values:
-        return None
-    out = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-    return out | ({"seeds": values} if per_seed else {})
-
-
 def run_row(members: list[dict], forward: float | None) -> dict:
     """One configuration's row from its runs (ordered by seed); `forward` is the folder's reference forward."""
     first = members[0]
     return {"method": first["method"], "allocation": first["config"].get("allocation", "auto"),
-            "ratio": first["ratio"], "eval": cell([r["ppl_compressed"] for r in members], per_seed=True),
-            "dev": cell([r["dev_ppl"] for r in members if r.get("dev_ppl") is not None]),
-            "dev_ratio": cell([r["dev_ppl"] / r["dev_ppl_original"] for r in members if r.get("dev_ppl_original")]),
-            "kl": cell([r["kl_to_original"] for r in members]), "top1": cell([r["top1_agreement"] for r in members]),
-            "kept": cell([r["params_after"] / r["params_before"] for r in members]),
-            "seconds": cell([work_seconds(r) for r in members]),
-            "x_fwd": cell([work_seconds(r) / forward for r in members] if forward else [])}
+            "ratio": first["ratio"], "eval": spread([r["ppl_compressed"] for r in members], per_seed=True),
+            "dev": spread([r["dev_ppl"] for r in members if r.get("dev_ppl") is not None]),
+            "dev_ratio": spread([r["dev_ppl"] / r["dev_ppl_original"] for r in members
+                                 if r.get("dev_ppl_original")]),
+            "kl": spread([r["kl_to_original"] for r in members]),
+            "top1": spread([r["top1_agreement"] for r in members]),
+            "kept": spread([r["params_after"] / r["params_before"] for r in members]),
+            "seconds": spread([work_seconds(r) for r in members]),
+            "x_fwd": spread([work_seconds(r) / forward for r in members] if forward else [])}
 
 
 def original_row(runs: list[dict]) -> dict:
@@ -57,30 +50,26 @@ def original_row(runs: list[dict]) -> dict:
     by_seed = {r["config"]["seed"]: r for r in runs}
     return {"method": "original", "allocation": None, "ratio": None,
             "eval": {"value": runs[0]["ppl_original"]},
-            "dev": cell([r["dev_ppl_original"] for r in by_seed.values() if r.get("dev_ppl_original") is not None]),
+            "dev": spread([r["dev_ppl_original"] for r in by_seed.values() if r.get("dev_ppl_original") is not None]),
             "kept": {"value": 1.0}}
 
 
 def rows_of(runs: list[dict]) -> list[dict]:
+    """The original's row, then one row per configuration. Each sweep divides by its own reference forward;
+    a folder filled by several sweeps takes the fastest of them all, so its rows share one reference."""
     groups: dict[tuple, list[dict]] = {}
     for run in sorted(runs, key=lambda r: r["config"]["seed"]):
         groups.setdefault(group_key(run), []).append(run)
     ordered = sorted(groups.values(), key=lambda g: (g[0]["ratio"], g[0]["method"], group_key(g[0])[1]))
-    return [original_row(runs)] + [run_row(g, reference_forward(runs)) for g in ordered]
+    timed = [r for r in runs if r.get("calib_forward_seconds")]
+    forward = reference_forward(dict(enumerate(timed))) if timed else None
+    return [original_row(runs)] + [run_row(g, forward) for g in ordered]
 
 
-def reference_forward(runs: list[dict]) -> float | None:
-    """The fastest calibration forward any of the folder's sweeps timed: each sweep divides by its own, and a
-    folder filled by several sweeps would otherwise mix references (the least disturbed timing, as there)."""
-    timed = [r["calib_forward_seconds"] for r in runs if r.get("calib_forward_seconds")]
-    return min(timed) if timed else None
-
-
-def columns(runs: list[dict]) -> list[dict]:
+def columns(runs: list[dict]) -> list[tuple]:
     source = runs[0].get("evaluation", {}).get("source", "eval")
     seeds = " / ".join(str(s) for s in sorted({r["config"]["seed"] for r in runs}))
-    return [{"key": key, "header": header.format(eval=NAMES.get(source, source), seeds=seeds),
-             **({"format": fmt} if fmt else {})} for key, header, fmt in COLUMNS]
+    return [(key, header.format(eval=NAMES.get(source, source), seeds=seeds), fmt) for key, header, fmt in COLUMNS]
 
 
 def main(argv=None) -> int:
@@ -96,11 +85,9 @@ def main(argv=None) -> int:
     if not runs:
         print(f"{args.folder}: no finished runs", file=sys.stderr)
         return 1
-    result = {"title": args.title, "command": args.command, "commit": commit(), "machine": args.machine,
-              "columns": columns(runs), "rows": rows_of(runs)}
-    path = ROOT / "docs" / "results" / f"{args.name}.json"
-    path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {path} ({len(result['rows'])} rows)")
+    rows = rows_of(runs)
+    path = write_result(args.name, args.title, args.command, args.machine, columns(runs), rows)
+    print(f"wrote {path} ({len(rows)} rows)")
     return 0
 
 

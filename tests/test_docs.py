@@ -78,7 +78,8 @@ def test_a_sweep_folder_becomes_a_table_of_mean_std_and_each_seed():
     assert rows[2]["eval"] == {"mean": 120.0, "std": 20.0, "seeds": [100.0, 120.0, 140.0]}
     assert rows[2]["dev_ratio"]["mean"] == pytest.approx((50 / 30 + 60 / 31 + 70 / 32) / 3)
     assert rows[2]["kept"]["mean"] == pytest.approx(0.9) and rows[2]["x_fwd"]["mean"] == pytest.approx(3.0)
-    text = bench_module().render({"columns": sweep_table.columns(runs), "rows": rows})
+    columns = bench_module("provenance").column_specs(sweep_table.columns(runs))
+    text = bench_module().render({"columns": columns, "rows": rows})
     assert "WikiText-2, mean ± std (seeds 0 / 1 / 2)" in text and "120.0 ± 20.0 (100.0 / 120.0 / 140.0)" in text
 
 
