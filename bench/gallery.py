@@ -1,8 +1,9 @@
 """The app's gallery: every method at its own allocation and at the grid's best (`sensitivity`, measure
-0.5, score kl), at 5/10/20/30/40%, on the embedded SmolLM2, with both models' greedy answers to the
-example prompts. The page opens on it.
+0.5, score kl), at 5/10/20/30/40%, on the embedded SmolLM2, and the four rows the grid ranks (svd-llm and
+aa-svd, uniform and `sensitivity`) at 10/20/40% on the embedded Gemma 3 270M, with both models' greedy
+answers to the example prompts. The page opens on it.
 
-    python bench/gallery.py run [--methods svd,...] [--allocations auto,sensitivity] [--ratios 0.05,...]
+    python bench/gallery.py run [--model gemma3-270m] [--methods svd,...] [--allocations auto,...] [--ratios ...]
     python bench/gallery.py reference   # the page's default run from a clone without data, timed twice
     python bench/gallery.py pack        # svd_explorer/study/gallery.json.gz from the finished runs
 
@@ -42,14 +43,17 @@ OUT = ROOT / "bench" / "results" / "gallery"
 from provenance import commit  # noqa: E402
 
 from svd_explorer.compress.methods import REGISTRY  # noqa: E402
+from svd_explorer.model.hub import DEFAULT_MODEL  # noqa: E402
 from svd_explorer.model.loading import load_model  # noqa: E402
 from svd_explorer.run.config import with_preset  # noqa: E402
 from svd_explorer.run.engine import run  # noqa: E402
 from svd_explorer.study import gallery  # noqa: E402
 from svd_explorer.text.generation import EXAMPLES, side_by_side  # noqa: E402
 
-MODEL = "smollm2-135m"
+MODEL = DEFAULT_MODEL
 RATIOS = (0.05, 0.1, 0.2, 0.3, 0.4)
+SECOND = "gemma3-270m"                     # its runs: the rows of the Gemma table in docs/RESULTS.md
+SECOND_METHODS, SECOND_RATIOS = ("svd-llm", "aa-svd"), (0.1, 0.2, 0.4)
 ALLOCATIONS = {"auto": {}, "sensitivity": {"measure": 0.5, "score": "kl"}}
 PAGE = dict(calib="boolq", calib_samples=16, seq_len=256, eval_source="wikitext2", eval_windows=8, dev_windows=8,
             search_windows=2, seed=0, stats_cache="off", cost=False)
@@ -71,31 +75,36 @@ def answers(model, tokenizer) -> list[str]:
     return out
 
 
-def run_all(methods: list[str], allocations: list[str], ratios: list[float]) -> None:
+def run_all(model: str, methods: list[str], allocations: list[str], ratios: list[float]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    lm = load_model(MODEL)
-    original = OUT / "original.json"
+    lm = load_model(model)
+    original = original_file(model)
     if not original.exists():
         original.write_text(json.dumps({"answers": answers(lm.model, lm.tokenizer)}))
     for method in methods:
         for allocation in allocations:
             for ratio in ratios:
-                one(lm, method, allocation, ratio)
+                one(lm, model, method, allocation, ratio)
 
 
-def one(lm, method: str, allocation: str, ratio: float) -> None:
-    name = gallery.entry_name(method, allocation, ratio)
+def original_file(model: str) -> Path:
+    return OUT / f"original-{model}.json"
+
+
+def one(lm, model: str, method: str, allocation: str, ratio: float) -> None:
+    name = gallery.entry_name(method, allocation, ratio, model)
     path = OUT / (name.replace("/", "_") + ".json")
     if path.exists():
         return
-    config = with_preset("demo", model=MODEL, method=method, ratio=ratio, allocation=allocation,
+    config = with_preset("demo", model=model, method=method, ratio=ratio, allocation=allocation,
                          allocation_options=ALLOCATIONS[allocation], **PAGE)
     clock = time.perf_counter()
     outcome = run(config, loaded=lm, keep_model=True, measure_forward=False)
     result = outcome.record.to_dict()
     print(f"{name}: {time.perf_counter() - clock:.0f} s, ppl {result.get('ppl_compressed')}", file=sys.stderr,
           flush=True)
-    path.write_text(json.dumps({"name": name, "label": f"gallery · {result['label']}", "result": result,
+    shown = result["label"] if model == MODEL else f"{model} · {result['label']}"
+    path.write_text(json.dumps({"name": name, "label": f"gallery · {shown}", "result": result,
                                 "answers": answers(outcome.model, lm.tokenizer)}))
 
 
@@ -124,7 +133,7 @@ def default_entry(runs: list[dict]) -> str | None:
     A search (`sensitivity`) is left out: the page scores it on 4 development windows, not the gallery's 2,
     and a clone without data samples them from the model, which took saes-svd + sensitivity at 20% (139 s
     here with 2 windows from BoolQ) past 180 s."""
-    fits = [r for r in runs if r["result"]["config"]["allocation"] == "auto" and
+    fits = [r for r in runs if r["result"]["config"]["allocation"] == "auto" and r["result"]["model"] == MODEL and
             r["result"]["timings"]["total"] <= DEFAULT_SECONDS and
             (r["result"].get("dev_ppl") or 1e9) <= DEFAULT_DEV_FACTOR * (r["result"].get("dev_ppl_original") or 0)]
     return max(fits, key=lambda r: (r["result"]["ratio"], -r["result"]["dev_ppl"]))["name"] if fits else None
@@ -134,21 +143,23 @@ def pack() -> None:
     runs = [json.loads(p.read_text()) for p in sorted(OUT.glob("*_*.json"))]
     timed = json.loads((OUT / "reference.json").read_text()) if (OUT / "reference.json").exists() else {}
     order = {name: i for i, name in enumerate(REGISTRY)}
-    runs.sort(key=lambda r: (order.get(r["result"]["method"], 99), r["result"]["config"]["allocation"] != "auto",
-                             r["result"]["ratio"]))
-    made = {"command": "python bench/gallery.py run && python bench/gallery.py pack", "commit": commit(),
+    runs.sort(key=lambda r: (r["result"]["model"] != MODEL, order.get(r["result"]["method"], 99),
+                             r["result"]["config"]["allocation"] != "auto", r["result"]["ratio"]))
+    originals = {m: json.loads(original_file(m).read_text())["answers"] for m in {r["result"]["model"] for r in runs}}
+    made = {"command": "python bench/gallery.py run && python bench/gallery.py run --model gemma3-270m && "
+                       "python bench/gallery.py pack", "commit": commit(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU", "date": time.strftime("%Y-%m-%d"),
             "settings": SETTINGS} | ({"reference": _timing_record(timed["first"])} if timed else {})
     default = default_entry(runs)
     kept = [{k: r[k] for k in ("name", "label", "result", "answers")} for r in runs]
-    size = gallery.pack(gallery.GALLERY_FILE, made, EXAMPLES,
-                        json.loads((OUT / "original.json").read_text())["answers"], kept, default)
+    size = gallery.pack(gallery.GALLERY_FILE, made, EXAMPLES, originals, kept, default)
     print(f"{len(kept)} runs, {size / 2**20:.2f} MB, default {default}")
-    answers_table(runs, made, json.loads((OUT / "original.json").read_text())["answers"][0], default)
+    answers_table([r for r in runs if r["result"]["model"] == MODEL], made, originals[MODEL][0], default)
 
 
 def answers_table(runs: list[dict], made: dict, original: str, default: str | None) -> None:
-    """docs/results/answers.json: every method's answer to the first example prompt, at its own allocation."""
+    """docs/results/answers.json: every method's answer to the first example prompt, at its own allocation
+    (the default model's runs)."""
     def cut(text: str) -> str:
         text = " ".join(text.replace("|", "/").split()) or "(stops at once: end token first)"
         return text if len(text) <= 90 else text[:89] + "…"
@@ -174,17 +185,21 @@ def _timing_record(result: dict) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["run", "reference", "pack"])
-    parser.add_argument("--methods", default=",".join(REGISTRY))
+    parser.add_argument("--model", choices=[MODEL, SECOND], default=MODEL)
+    parser.add_argument("--methods")
     parser.add_argument("--allocations", default=",".join(ALLOCATIONS))
-    parser.add_argument("--ratios", default=",".join(map(str, RATIOS)))
+    parser.add_argument("--ratios")
     args = parser.parse_args(argv)
+    second = args.model == SECOND
+    args.methods = args.methods or ",".join(SECOND_METHODS if second else REGISTRY)
+    args.ratios = args.ratios or ",".join(map(str, SECOND_RATIOS if second else RATIOS))
     if args.action == "pack":
         return pack()
     if args.action == "reference":
         return reference()
     methods, allocations = args.methods.split(","), args.allocations.split(",")
     ratios = [float(r) for r in args.ratios.split(",")]
-    run_all(methods, allocations, ratios)
+    run_all(args.model, methods, allocations, ratios)
 
 
 if __name__ == "__main__":

@@ -159,7 +159,8 @@ def tiny_gallery(tiny_folder, tmp_path_factory):
     path = tmp_path_factory.mktemp("gallery") / "gallery.json.gz"
     made = {"command": "tests/conftest.py", "commit": "test", "machine": "this one", "date": "today",
             "settings": "tiny"}
-    gallery.pack(path, made, GALLERY_PROMPTS, ["original says Hi", "original says Tell me"], runs, "svd-llm/auto/0.2")
+    gallery.pack(path, made, GALLERY_PROMPTS, {str(tiny_folder): ["original says Hi", "original says Tell me"]}, runs,
+                 "svd-llm/auto/0.2")
     return path
 
 

@@ -60,12 +60,14 @@ def test_evaluate_reads_the_development_and_extra_sets_a_compress_run_reads(tiny
 
 def test_the_default_save_is_bfloat16_and_half_the_size(tiny_folder, text_file, tmp_path):
     sizes = {}
-    for dtype in ("float32", "bfloat16"):
+    for dtype, timing in (("float32", ["--no-forward-timing"]), ("bfloat16", [])):
         assert main(compress(tiny_folder, text_file, "--method", "svd-llm", "--ratio", "0.3", "--output",
-                             str(tmp_path / dtype), "--save-dtype", dtype,
+                             str(tmp_path / dtype), "--save-dtype", dtype, *timing,
                              "--json", str(tmp_path / f"{dtype}.json"))) == 0
         sizes[dtype] = (tmp_path / dtype / "model.safetensors").stat().st_size
     assert sizes["bfloat16"] < 0.55 * sizes["float32"]
+    forwards = {d: json.loads((tmp_path / f"{d}.json").read_text())["calib_forward_seconds"] for d in sizes}
+    assert forwards["float32"] is None and forwards["bfloat16"] > 0          # --no-forward-timing skips it
     manifest = json.loads((tmp_path / "bfloat16" / "manifest.json").read_text())
     assert manifest["dtype"] == "bfloat16" and manifest["config"]["method"] == "svd-llm"
 

@@ -32,6 +32,16 @@ def test_the_prior_scales_the_most_alike_run_by_the_work_asked_for():
     assert double == pytest.approx({"statistics": 40.0, "compression": 80.0, "evaluation": 4.0})
 
 
+def test_a_run_of_the_same_model_comes_first():
+    """Per parameter a model with a large vocabulary evaluates slower: its own run, not a likelier setting's."""
+    small = record(evaluation=4.0, allocation="sensitivity")
+    large = record(method="aa-svd", evaluation=40.0)
+    small["config"]["model"], large["config"]["model"] = "small", "large"
+    measured = [estimate.Measured.of(small), estimate.Measured.of(large)]
+    assert estimate.prior("svd-llm", "sensitivity", 0.2, 1000, request(), measured, "large")["evaluation"] == 40.0
+    assert estimate.prior("svd-llm", "sensitivity", 0.2, 1000, request(), measured, "small")["evaluation"] == 4.0
+
+
 def test_a_method_phase_is_not_borrowed_but_a_shared_phase_is():
     """aa-svd computes no statistics of its own: no other method's statistics time is added to it; the
     loading, sampling and cost measured by another run are."""

@@ -33,9 +33,9 @@ def test_spectra_are_rounded_to_four_digits():
 @pytest.mark.parametrize("damage, words", [
     (lambda p: p.unlink(), "no precomputed gallery"),
     (lambda p: p.write_bytes(b"not gzip"), "could not be read"),
-    (lambda p: p.write_bytes(gzip.compress(b'{"version": 99}')), "not a version-1 gallery"),
-    (lambda p: p.write_bytes(gzip.compress(json.dumps({"version": 1, "made": {}, "prompts": ["a"],
-                                                       "original_answers": ["b"], "raw_spectra": {},
+    (lambda p: p.write_bytes(gzip.compress(b'{"version": 99}')), f"not a version-{gallery.VERSION} gallery"),
+    (lambda p: p.write_bytes(gzip.compress(json.dumps({"version": gallery.VERSION, "made": {}, "prompts": ["a"],
+                                                       "original_answers": {"m": ["b"]}, "raw_spectra": {},
                                                        "entries": [{"name": "x"}]}).encode())), "damaged"),
 ])
 def test_a_missing_or_damaged_gallery_is_one_line_and_the_page_still_works(tmp_path, tiny_gallery, tiny_folder,
@@ -55,7 +55,7 @@ def test_a_missing_or_damaged_gallery_is_one_line_and_the_page_still_works(tmp_p
 def test_a_gallery_larger_than_the_bound_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(gallery, "MAX_BYTES", 10)
     with pytest.raises(gallery.GalleryError, match="more than"):
-        gallery.pack(tmp_path / "g.json.gz", {}, ["a"], ["b"], [], None)
+        gallery.pack(tmp_path / "g.json.gz", {}, ["a"], {"m": ["b"]}, [], None)
 
 
 @pytest.fixture
@@ -110,15 +110,43 @@ def gallery_bench():
     return bench
 
 
+def test_a_second_models_runs_answer_with_its_own_original_and_its_start_sets_the_model(tiny_gallery, tmp_path,
+                                                                                       monkeypatch):
+    body = json.loads(gzip.decompress(tiny_gallery.read_bytes()))
+    other = json.loads(json.dumps(body["entries"][2]))                    # svd-llm/auto/0.2, as another model's
+    other["result"]["config"]["model"] = other["result"]["model"] = "second-model"
+    other["name"] = gallery.entry_name("svd-llm", "auto", 0.2, "second-model")
+    first = body["entries"][2]["result"]["config"]["model"]                # its raw spectra are kept per model
+    body["raw_spectra"] |= {k.replace(first + ":", "second-model:", 1): v for k, v in body["raw_spectra"].items()}
+    body["entries"].append(other)
+    body["original_answers"]["second-model"] = ["second says Hi", "second says Tell me"]
+    path = tmp_path / "two.json.gz"
+    path.write_bytes(gzip.compress(json.dumps(body).encode()))
+    store = Store("src", Limits.of(True), tmp_path / "dl", preload=False, gallery_path=path)
+    assert other["name"] == "second-model/svd-llm/auto/0.2"
+    assert store.gallery.answer(store.gallery.entry(other["name"]), "Hi")[0] == "second says Hi"
+    assert store.gallery.answer(store.gallery.entry("svd/auto/0.2"), "Hi")[0] == "original says Hi"
+    assert GALLERY_PREFIX + other["name"] not in callbacks.opened(store, "v")["beside_box"]["value"]   # one model
+    monkeypatch.setattr(starts, "STARTS", (starts.Start("Second", other["name"], ("svd/auto/0.2",), "look"),))
+    out = callbacks.start(store, "v", "Second")
+    assert (out["model"], out["method"], out["ratio"]) == ("second-model", "svd-llm", 0.2)
+    del body["original_answers"]["second-model"]
+    path.write_bytes(gzip.compress(json.dumps(body).encode()))
+    with pytest.raises(gallery.GalleryError, match="no original answers"):
+        gallery.read(path)
+
+
 def test_the_first_run_is_chosen_on_development_text_and_time_alone():
     bench = gallery_bench()
 
-    def run(name, ratio, dev, seconds, allocation="auto"):
-        return {"name": name, "result": {"ratio": ratio, "dev_ppl": dev, "dev_ppl_original": 10.0,
+    def run(name, ratio, dev, seconds, allocation="auto", model=bench.MODEL):
+        return {"name": name, "result": {"ratio": ratio, "dev_ppl": dev, "dev_ppl_original": 10.0, "model": model,
                                          "timings": {"total": seconds}, "config": {"allocation": allocation}}}
     runs = [run("a", 0.1, 15, 60), run("b", 0.2, 19, 60), run("c", 0.2, 16, 60), run("slow", 0.3, 12, 400),
-            run("bad", 0.4, 30, 60), run("searched", 0.3, 11, 60, "sensitivity")]
+            run("bad", 0.4, 30, 60), run("searched", 0.3, 11, 60, "sensitivity"), run("gemma", 0.3, 12, 60,
+                                                                                    model=bench.SECOND)]
     assert bench.default_entry(runs) == "c"          # most compressing that fits; ties go to the lower dev ppl
+    # (and of the default model: the page opens on it)
     assert bench.default_entry([run("bad", 0.4, 30, 60)]) is None
 
 
@@ -126,6 +154,8 @@ def test_every_starting_point_names_runs_the_gallery_bench_makes():
     bench = gallery_bench()
     from svd_explorer.compress.methods import REGISTRY
     made = {gallery.entry_name(m, a, r) for m in REGISTRY for a in bench.ALLOCATIONS for r in bench.RATIOS}
+    made |= {gallery.entry_name(m, a, r, bench.SECOND) for m in bench.SECOND_METHODS for a in bench.ALLOCATIONS
+             for r in bench.SECOND_RATIOS}
     for point in starts.STARTS:
         assert {point.shown, *point.beside} <= made, point.title
 

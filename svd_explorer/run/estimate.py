@@ -1,6 +1,6 @@
 """How long a run will take: from the first second, then refined as its phases end.
 
-Before the run, each phase's time is the rate of the most similar measured run (same method, then same
+Before the run, each phase's time is the rate of the most similar measured run (same model, then method, then
 allocation, then nearest ratio; the gallery's runs and its reference run, all measured on the machine that
 made the gallery) times the work the request asks for: calibration tokens for statistics, allocation and
 compression; refinement steps × batch × length; evaluation and development tokens; sampled tokens for text
@@ -54,6 +54,7 @@ class Measured:
     params: int
     seconds: dict
     work: dict
+    model: str = ""
 
     @classmethod
     def of(cls, result: dict) -> Measured:
@@ -61,7 +62,7 @@ class Measured:
         tokens = sampled_tokens(config, _source(result.get("calibration")), _source(result.get("evaluation")))
         return cls(result["method"], config.get("allocation", "auto"), result["ratio"], result["params_before"],
                    result.get("timings") or {}, work(config, tokens, loaded=(result.get("timings") or {}).get(
-                       "loading", 0.0) < 0.5))
+                       "loading", 0.0) < 0.5), config.get("model", ""))
 
     def rate(self, phase: str) -> float | None:
         """Seconds per unit of work per parameter, or None when this run did not do the phase."""
@@ -75,14 +76,16 @@ def _source(part: dict | None) -> str:
 
 
 def prior(method: str, allocation: str, ratio: float, params: int, request: dict,
-          measured: list[Measured]) -> dict[str, float] | None:
-    """Seconds per phase for a request whose `work` is `request`, or None without a measured run."""
+          measured: list[Measured], model: str = "") -> dict[str, float] | None:
+    """Seconds per phase for a request whose `work` is `request`, or None without a measured run. A run of
+    the same model comes first: per parameter, a large vocabulary makes one model's evaluation dearer."""
     if not measured:
         return None
-    alike = sorted(measured, key=lambda m: _likeness(m, method, allocation, ratio), reverse=True)
+    alike = sorted(measured, key=lambda m: _likeness(m, method, allocation, ratio, model), reverse=True)
     out = {}
     for phase, amount in request.items():
-        rate = alike[0].rate(phase) if phase != "allocation" else _allocation_rate(measured, allocation, method)
+        rate = (alike[0].rate(phase) if phase != "allocation"
+                else _allocation_rate(measured, allocation, method, model))
         if rate is None and phase in BORROWED:
             rate = next((r for m in alike if (r := m.rate(phase)) is not None), None)
         if amount > 0 and rate is not None:
@@ -90,10 +93,10 @@ def prior(method: str, allocation: str, ratio: float, params: int, request: dict
     return out or None
 
 
-def _allocation_rate(measured: list[Measured], allocation: str, method: str) -> float | None:
+def _allocation_rate(measured: list[Measured], allocation: str, method: str, model: str) -> float | None:
     """An allocation's search costs what that allocation costs (the same method's run first); an allocation
     no measured run used is left out of the estimate (refined when its phase ends)."""
-    same = [m for m in measured if m.allocation == allocation]
+    same = sorted((m for m in measured if m.allocation == allocation), key=lambda m: m.model != model)
     own = [m for m in same if m.method == method] or same     # a run of this very setting says it all, even 0 s
     return next((r for m in own if (r := m.rate("allocation")) is not None), None)
 
@@ -104,11 +107,12 @@ def for_plan(plan, measured: list[Measured], loaded: bool) -> dict[str, float] |
     if plan.params is None:
         return None
     request = work(config, sampled_tokens(config, plan.calibration, plan.evaluation), loaded)
-    return prior(config["method"], config["allocation"], config["ratio"], plan.params, request, measured)
+    return prior(config["method"], config["allocation"], config["ratio"], plan.params, request, measured,
+                 config["model"])
 
 
-def _likeness(m: Measured, method: str, allocation: str, ratio: float) -> tuple:
-    return (m.method == method, m.allocation == allocation, -abs(m.ratio - ratio))
+def _likeness(m: Measured, method: str, allocation: str, ratio: float, model: str) -> tuple:
+    return (m.model == model, m.method == method, m.allocation == allocation, -abs(m.ratio - ratio))
 
 
 def left(estimate: dict[str, float], finished: dict[str, float], elapsed_in_phase: float,

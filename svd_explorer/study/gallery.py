@@ -1,4 +1,4 @@
-"""The gallery: finished runs on the embedded model, made by `bench/gallery.py`, that the page shows the
+"""The gallery: finished runs on the embedded models, made by `bench/gallery.py`, that the page shows the
 moment it opens and beside a visitor's own runs.
 
 A gallery holds what the pages draw — each run's record (spectra, depth errors, ranks, ACES curves,
@@ -14,8 +14,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..model.hub import DEFAULT_MODEL
+
 GALLERY_FILE = Path(__file__).with_name("gallery.json.gz")
-VERSION = 1
+VERSION = 2                     # 2: original answers per model (a second embedded model)
 MAX_BYTES = 20 * 2**20          # the issue's bound on what the repository keeps
 DIGITS = 4                      # significant digits kept of a spectrum (far below what a log plot shows)
 
@@ -39,6 +41,10 @@ class Entry:
         return self.result.get("config", {}).get("allocation", "auto")
 
     @property
+    def model(self) -> str:
+        return model_of(self.result)
+
+    @property
     def setting(self) -> tuple[str, str, float]:
         """(method, allocation, ratio): what the page's controls show for this run."""
         return self.result["method"], self.allocation, self.result["ratio"]
@@ -48,7 +54,7 @@ class Entry:
 class Gallery:
     made: dict                                   # command, commit, machine, date, settings
     prompts: list[str]
-    original_answers: list[str]
+    original_answers: dict[str, list[str]]       # model -> the original model's answers to the prompts
     entries: list[Entry] = field(default_factory=list)
     default: str | None = None                   # the entry the page opens on (chosen by the bench)
 
@@ -61,7 +67,7 @@ class Gallery:
         if prompt not in self.prompts:
             return None
         i = self.prompts.index(prompt)
-        return self.original_answers[i], entry.answers[i]
+        return self.original_answers[entry.model][i], entry.answers[i]
 
     def describe(self) -> str:
         m = self.made
@@ -69,8 +75,14 @@ class Gallery:
                 f"{m.get('machine', '?')}, {m.get('date', '?')}: {m.get('settings', '')}").rstrip(": ")
 
 
-def entry_name(method: str, allocation: str, ratio: float) -> str:
-    return f"{method}/{allocation}/{ratio:g}"
+def model_of(result: dict) -> str:
+    return result.get("config", {}).get("model") or result.get("model", "")
+
+
+def entry_name(method: str, allocation: str, ratio: float, model: str = DEFAULT_MODEL) -> str:
+    """'method/allocation/ratio', prefixed by the model for any but the default one."""
+    name = f"{method}/{allocation}/{ratio:g}"
+    return name if model == DEFAULT_MODEL else f"{model}/{name}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,19 +99,19 @@ def compact(result: dict, raw_spectra: dict[str, list[float]]) -> dict:
     layers = []
     for layer in result.get("layers", []):
         layer = dict(layer, spectrum_truncated=rounded(layer["spectrum_truncated"]))
-        raw, key = rounded(layer.pop("spectrum_raw")), _spectrum_key(layer)
+        raw, key = rounded(layer.pop("spectrum_raw")), _spectrum_key(layer, model_of(result))
         if raw_spectra.setdefault(key, raw) != raw:
             layer["spectrum_raw"] = raw
         layers.append(layer)
     return dict(result, layers=layers)
 
 
-def _spectrum_key(layer: dict) -> str:
-    """Where a projection's raw spectrum is kept once for every run: 'block/name'."""
-    return f"{layer['block']}/{layer['name']}"
+def _spectrum_key(layer: dict, model: str) -> str:
+    """Where a projection's raw spectrum is kept once for every run of its model: 'model:block/name'."""
+    return f"{model}:{layer['block']}/{layer['name']}"
 
 
-def pack(path: Path, made: dict, prompts: list[str], original_answers: list[str], runs: list[dict],
+def pack(path: Path, made: dict, prompts: list[str], original_answers: dict[str, list[str]], runs: list[dict],
          default: str | None) -> int:
     """Write the gallery from finished runs ({name, label, result, answers}); returns its size in bytes."""
     raw: dict[str, list[float]] = {}
@@ -136,18 +148,21 @@ def _checked(body) -> Gallery:
     try:
         raw = body["raw_spectra"]
         entries = [_entry(e, raw, len(body["prompts"])) for e in body["entries"]]
-        gallery = Gallery(dict(body["made"]), list(body["prompts"]), list(body["original_answers"]), entries,
-                          body.get("default"))
+        originals = {str(model): [str(a) for a in answers] for model, answers in body["original_answers"].items()}
+        gallery = Gallery(dict(body["made"]), list(body["prompts"]), originals, entries, body.get("default"))
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise GalleryError(f"the gallery file is damaged ({type(err).__name__}: {err})") from None
-    if len(gallery.original_answers) != len(gallery.prompts):
+    if any(len(a) != len(gallery.prompts) for a in gallery.original_answers.values()):
         raise GalleryError("the gallery file is damaged (answers and prompts differ in number)")
+    if any(e.model not in gallery.original_answers for e in gallery.entries):
+        raise GalleryError("the gallery file is damaged (a run's model has no original answers)")
     return gallery
 
 
 def _entry(body: dict, raw: dict, prompts: int) -> Entry:
     result = dict(body["result"])
-    result["layers"] = [dict(layer, spectrum_raw=layer.get("spectrum_raw") or raw[_spectrum_key(layer)])
+    model = model_of(result)
+    result["layers"] = [dict(layer, spectrum_raw=layer.get("spectrum_raw") or raw[_spectrum_key(layer, model)])
                         for layer in result.get("layers", [])]
     answers = [str(a) for a in body["answers"]]
     if len(answers) != prompts or not isinstance(result.get("method"), str):

@@ -424,19 +424,20 @@ def opened(store: Store, session: str) -> dict:
                 "run_box": _choices_update(store, session, None)}
     shown = gallery.entry(gallery.default) or gallery.entries[0]
     beside = [e.name for e in gallery.entries if e.result["ratio"] == shown.result["ratio"] and e.name != shown.name
-              and e.allocation == "auto"]
+              and e.allocation == "auto" and e.model == shown.model]
     return _showing(store, session, shown.name, beside) | {"status": texts.gallery_status(shown.label)}
 
 
 def start(store: Store, session: str, title: str) -> dict:
-    """A starting point: its run shown, its others beside it, the controls set to its setting."""
+    """A starting point: its run shown, its others beside it, the controls (model included) set to its setting."""
     chosen = next((s for s in starts.available(store.gallery) if s.title == title), None)
     if chosen is None:
         return {"start_info": "This starting point needs the gallery, which is not installed here."}
-    method, allocation, ratio = store.gallery.entry(chosen.shown).setting
+    shown = store.gallery.entry(chosen.shown)
+    method, allocation, ratio = shown.setting
     return _showing(store, session, chosen.shown, list(chosen.beside)) | {
-        "start_info": f"**{chosen.title}.** {chosen.look}", "method": method, "allocation": allocation,
-        "ratio": ratio}
+        "start_info": f"**{chosen.title}.** {chosen.look}", "model": shown.model, "method": method,
+        "allocation": allocation, "ratio": ratio}
 
 
 def _showing(store: Store, session: str, shown: str, beside: list[str]) -> dict:

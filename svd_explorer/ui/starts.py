@@ -39,6 +39,12 @@ STARTS = (
           ("svd-llm/auto/0.05", "svd-llm/auto/0.1", "svd-llm/auto/0.3", "svd-llm/auto/0.4"),
           "**Compare runs**: quality against the share of parameters kept, one point per budget; the original "
           "model is the grey diamond. **Side by side** holds each run's answers to the example prompts."),
+    Start("A second model: Gemma 3 270M", "gemma3-270m/aa-svd/sensitivity/0.2",
+          ("gemma3-270m/aa-svd/auto/0.2", "gemma3-270m/svd-llm/sensitivity/0.2", "gemma3-270m/svd-llm/auto/0.2"),
+          "Does what SmolLM2 taught carry over to a base model of another family? **Compare runs**: svd-llm and "
+          "AA-SVD, each uniform and with `sensitivity`, at the same budget. **Ranks**: where the search moved the "
+          "rank. Gemma's embedding, most of its parameters, is never compressed: the budget table above says how "
+          "little of the file 20% of the projections is."),
 )
 
 
