@@ -104,7 +104,7 @@ def one(lm, model: str, method: str, allocation: str, ratio: float) -> None:
     print(f"{name}: {time.perf_counter() - clock:.0f} s, ppl {result.get('ppl_compressed')}", file=sys.stderr,
           flush=True)
     shown = result["label"] if model == MODEL else f"{model} · {result['label']}"
-    path.write_text(json.dumps({"name": name, "label": f"gallery · {shown}", "result": result,
+    path.write_text(json.dumps({"name": name, "label": f"gallery · {shown}", "result": result, "commit": commit(),
                                 "answers": answers(outcome.model, lm.tokenizer)}))
 
 
@@ -147,7 +147,7 @@ def pack() -> None:
                              r["result"]["config"]["allocation"] != "auto", r["result"]["ratio"]))
     originals = {m: json.loads(original_file(m).read_text())["answers"] for m in {r["result"]["model"] for r in runs}}
     made = {"command": "python bench/gallery.py run && python bench/gallery.py run --model gemma3-270m && "
-                       "python bench/gallery.py pack", "commit": commit(),
+                       "python bench/gallery.py pack", "commit": runs_commits(runs),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU", "date": time.strftime("%Y-%m-%d"),
             "settings": SETTINGS} | ({"reference": _timing_record(timed["first"])} if timed else {})
     default = default_entry(runs)
@@ -155,6 +155,15 @@ def pack() -> None:
     size = gallery.pack(gallery.GALLERY_FILE, made, EXAMPLES, originals, kept, default)
     print(f"{len(kept)} runs, {size / 2**20:.2f} MB, default {default}")
     answers_table([r for r in runs if r["result"]["model"] == MODEL], made, originals[MODEL][0], default)
+
+
+def runs_commits(runs: list[dict]) -> str:
+    """The commits that made the runs, each with the models it ran ('b8106ec (smollm2-135m)')."""
+    made: dict[str, list[str]] = {}
+    for r in runs:
+        models = made.setdefault(r.get("commit", "unknown"), [])
+        models += [] if r["result"]["model"] in models else [r["result"]["model"]]
+    return ", ".join(f"{c} ({', '.join(models)})" for c, models in made.items())
 
 
 def answers_table(runs: list[dict], made: dict, original: str, default: str | None) -> None:
