@@ -162,7 +162,8 @@ def runs_commits(runs: list[dict]) -> str:
     made: dict[str, list[str]] = {}
     for r in runs:
         models = made.setdefault(r.get("commit", "unknown"), [])
-        models += [] if r["result"]["model"] in models else [r["result"]["model"]]
+        if r["result"]["model"] not in models:
+            models.append(r["result"]["model"])
     return ", ".join(f"{c} ({', '.join(models)})" for c, models in made.items())
 
 
