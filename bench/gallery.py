@@ -87,6 +87,10 @@ def run_all(model: str, methods: list[str], allocations: list[str], ratios: list
                 one(lm, model, method, allocation, ratio)
 
 
+def model_of(run: dict) -> str:
+    return gallery.model_of(run["result"])
+
+
 def original_file(model: str) -> Path:
     return OUT / f"original-{model}.json"
 
@@ -133,7 +137,7 @@ def default_entry(runs: list[dict]) -> str | None:
     A search (`sensitivity`) is left out: the page scores it on 4 development windows, not the gallery's 2,
     and a clone without data samples them from the model, which took saes-svd + sensitivity at 20% (139 s
     here with 2 windows from BoolQ) past 180 s."""
-    fits = [r for r in runs if r["result"]["config"]["allocation"] == "auto" and r["result"]["model"] == MODEL and
+    fits = [r for r in runs if r["result"]["config"]["allocation"] == "auto" and model_of(r) == MODEL and
             r["result"]["timings"]["total"] <= DEFAULT_SECONDS and
             (r["result"].get("dev_ppl") or 1e9) <= DEFAULT_DEV_FACTOR * (r["result"].get("dev_ppl_original") or 0)]
     return max(fits, key=lambda r: (r["result"]["ratio"], -r["result"]["dev_ppl"]))["name"] if fits else None
@@ -143,9 +147,9 @@ def pack() -> None:
     runs = [json.loads(p.read_text()) for p in sorted(OUT.glob("*_*.json"))]
     timed = json.loads((OUT / "reference.json").read_text()) if (OUT / "reference.json").exists() else {}
     order = {name: i for i, name in enumerate(REGISTRY)}
-    runs.sort(key=lambda r: (r["result"]["model"] != MODEL, order.get(r["result"]["method"], 99),
+    runs.sort(key=lambda r: (model_of(r) != MODEL, order.get(r["result"]["method"], 99),
                              r["result"]["config"]["allocation"] != "auto", r["result"]["ratio"]))
-    originals = {m: json.loads(original_file(m).read_text())["answers"] for m in {r["result"]["model"] for r in runs}}
+    originals = {m: json.loads(original_file(m).read_text())["answers"] for m in dict.fromkeys(map(model_of, runs))}
     made = {"command": "python bench/gallery.py run && python bench/gallery.py run --model gemma3-270m && "
                        "python bench/gallery.py pack", "commit": runs_commits(runs),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU", "date": time.strftime("%Y-%m-%d"),
@@ -154,7 +158,7 @@ def pack() -> None:
     kept = [{k: r[k] for k in ("name", "label", "result", "answers")} for r in runs]
     size = gallery.pack(gallery.GALLERY_FILE, made, EXAMPLES, originals, kept, default)
     print(f"{len(kept)} runs, {size / 2**20:.2f} MB, default {default}")
-    answers_table([r for r in runs if r["result"]["model"] == MODEL], made, originals[MODEL][0], default)
+    answers_table([r for r in runs if model_of(r) == MODEL], made, originals[MODEL][0], default)
 
 
 def runs_commits(runs: list[dict]) -> str:
@@ -162,8 +166,8 @@ def runs_commits(runs: list[dict]) -> str:
     made: dict[str, list[str]] = {}
     for r in runs:
         models = made.setdefault(r.get("commit", "unknown"), [])
-        if r["result"]["model"] not in models:
-            models.append(r["result"]["model"])
+        if model_of(r) not in models:
+            models.append(model_of(r))
     return ", ".join(f"{c} ({', '.join(models)})" for c, models in made.items())
 
 
@@ -177,8 +181,9 @@ def answers_table(runs: list[dict], made: dict, original: str, default: str | No
     rows += [{"run": r["name"] + (" (the page's first run)" if r["name"] == default else ""),
               "dev": r["result"].get("dev_ppl"), "answer": cut(r["answers"][0])}
              for r in runs if r["result"]["config"]["allocation"] == "auto"]
-    table = {"title": "Greedy answers to the first example prompt", "command": made["command"],
-             "commit": made["commit"], "machine": made["machine"],
+    table = {"title": "Greedy answers to the first example prompt",
+             "command": "python bench/gallery.py run && python bench/gallery.py pack",
+             "commit": runs_commits(runs), "machine": made["machine"],
              "columns": [{"key": "run", "header": "run (method/allocation/ratio)"},
                          {"key": "dev", "header": "development perplexity", "format": "f1"},
                          {"key": "answer", "header": f"answer to “{EXAMPLES[0]}”"}], "rows": rows}

@@ -33,12 +33,14 @@ def test_the_prior_scales_the_most_alike_run_by_the_work_asked_for():
 
 
 def test_a_run_of_the_same_model_comes_first():
-    """Per parameter a model with a large vocabulary evaluates slower: its own run, not a likelier setting's."""
-    small = record(evaluation=4.0, allocation="sensitivity")
-    large = record(method="aa-svd", evaluation=40.0)
+    """Per parameter a model with a large vocabulary evaluates slower: its own run, not a likelier setting's;
+    a method's own phase still comes from that method's run."""
+    small = record(evaluation=4.0, compression=10.0, allocation="sensitivity")
+    large = record(method="aa-svd", evaluation=40.0, compression=99.0)
     small["config"]["model"], large["config"]["model"] = "small", "large"
     measured = [estimate.Measured.of(small), estimate.Measured.of(large)]
-    assert estimate.prior("svd-llm", "sensitivity", 0.2, 1000, request(), measured, "large")["evaluation"] == 40.0
+    on_large = estimate.prior("svd-llm", "sensitivity", 0.2, 1000, request(), measured, "large")
+    assert (on_large["evaluation"], on_large["compression"]) == (40.0, 10.0)
     assert estimate.prior("svd-llm", "sensitivity", 0.2, 1000, request(), measured, "small")["evaluation"] == 4.0
 
 

@@ -122,7 +122,7 @@ def test_a_second_models_runs_answer_with_its_own_original_and_its_start_sets_th
     body["original_answers"]["second-model"] = ["second says Hi", "second says Tell me"]
     path = tmp_path / "two.json.gz"
     path.write_bytes(gzip.compress(json.dumps(body).encode()))
-    store = Store("src", Limits.of(True), tmp_path / "dl", preload=False, gallery_path=path)
+    store = Store("src", Limits.of(True, models=("second-model",)), tmp_path / "dl", preload=False, gallery_path=path)
     assert other["name"] == "second-model/svd-llm/auto/0.2"
     assert store.gallery.answer(store.gallery.entry(other["name"]), "Hi")[0] == "second says Hi"
     assert store.gallery.answer(store.gallery.entry("svd/auto/0.2"), "Hi")[0] == "original says Hi"
@@ -130,6 +130,8 @@ def test_a_second_models_runs_answer_with_its_own_original_and_its_start_sets_th
     monkeypatch.setattr(starts, "STARTS", (starts.Start("Second", other["name"], ("svd/auto/0.2",), "look"),))
     out = callbacks.start(store, "v", "Second")
     assert (out["model"], out["method"], out["ratio"]) == ("second-model", "svd-llm", 0.2)
+    unlisted = Store("src", Limits.of(True, models=("src",)), tmp_path / "dl2", preload=False, gallery_path=path)
+    assert "model" not in callbacks.start(unlisted, "v", "Second")      # a Space's box takes only its list
     del body["original_answers"]["second-model"]
     path.write_bytes(gzip.compress(json.dumps(body).encode()))
     with pytest.raises(gallery.GalleryError, match="no original answers"):

@@ -1,13 +1,14 @@
 """How long a run will take: from the first second, then refined as its phases end.
 
-Before the run, each phase's time is the rate of the most similar measured run (same model, then method, then
-allocation, then nearest ratio; the gallery's runs and its reference run, all measured on the machine that
-made the gallery) times the work the request asks for: calibration tokens for statistics, allocation and
-compression; refinement steps × batch × length; evaluation and development tokens; sampled tokens for text
-drawn from the model; all times the model's parameters over the measured run's. As the run goes, every
-finished phase replaces its estimate, and the phases still ahead are scaled by how much faster or slower
-the finished ones ran than estimated (another machine, a busy one). Loading and text are left out of that
-scale: a model already in memory or a sample read back from disk says nothing about the machine's speed.
+Before the run, each phase's time is the rate of the most similar measured run (same method, then model,
+then allocation, then nearest ratio; a phase every method has, a run of the same model first; the gallery's
+runs and its reference run, all measured on the machine that made the gallery) times the work the request
+asks for: calibration tokens for statistics, allocation and compression; refinement steps × batch × length;
+evaluation and development tokens; sampled tokens for text drawn from the model; all times the model's
+parameters over the measured run's. As the run goes, every finished phase replaces its estimate, and the
+phases still ahead are scaled by how much faster or slower the finished ones ran than estimated (another
+machine, a busy one). Loading and text are left out of that scale: a model already in memory or a sample
+read back from disk says nothing about the machine's speed.
 """
 from __future__ import annotations
 
@@ -77,17 +78,21 @@ def _source(part: dict | None) -> str:
 
 def prior(method: str, allocation: str, ratio: float, params: int, request: dict,
           measured: list[Measured], model: str = "") -> dict[str, float] | None:
-    """Seconds per phase for a request whose `work` is `request`, or None without a measured run. A run of
-    the same model comes first: per parameter, a large vocabulary makes one model's evaluation dearer."""
+    """Seconds per phase for a request whose `work` is `request`, or None without a measured run. A method's
+    own phases come from the most alike run of that method; the phases any run tells about from a run of
+    the same model first: per parameter, a large vocabulary makes one model's evaluation dearer."""
     if not measured:
         return None
     alike = sorted(measured, key=lambda m: _likeness(m, method, allocation, ratio, model), reverse=True)
+    same_model_first = sorted(alike, key=lambda m: m.model != model)
     out = {}
     for phase, amount in request.items():
-        rate = (alike[0].rate(phase) if phase != "allocation"
-                else _allocation_rate(measured, allocation, method, model))
-        if rate is None and phase in BORROWED:
-            rate = next((r for m in alike if (r := m.rate(phase)) is not None), None)
+        if phase == "allocation":
+            rate = _allocation_rate(measured, allocation, method, model)
+        elif phase in BORROWED:
+            rate = next((r for m in same_model_first if (r := m.rate(phase)) is not None), None)
+        else:
+            rate = alike[0].rate(phase)
         if amount > 0 and rate is not None:
             out[phase] = rate * amount * params
     return out or None
@@ -112,7 +117,7 @@ def for_plan(plan, measured: list[Measured], loaded: bool) -> dict[str, float] |
 
 
 def _likeness(m: Measured, method: str, allocation: str, ratio: float, model: str) -> tuple:
-    return (m.model == model, m.method == method, m.allocation == allocation, -abs(m.ratio - ratio))
+    return (m.method == method, m.model == model, m.allocation == allocation, -abs(m.ratio - ratio))
 
 
 def left(estimate: dict[str, float], finished: dict[str, float], elapsed_in_phase: float,

@@ -4,7 +4,7 @@ moment it opens and beside a visitor's own runs.
 A gallery holds what the pages draw — each run's record (spectra, depth errors, ranks, ACES curves,
 refinement losses, cost) and both models' greedy answers to the example prompts — and no weights. To stay
 small (the repository keeps it), spectra are rounded to 4 significant digits, and a raw weight's spectrum,
-the same in every run, is stored once. The file is gzip-compressed JSON; reading checks its version and
+the same in every run of its model, is stored once. The file is gzip-compressed JSON; reading checks its version and
 shape, and anything wrong is one `GalleryError` line (the page then works without it).
 """
 from __future__ import annotations
@@ -28,7 +28,8 @@ class GalleryError(ValueError):
 
 @dataclass(frozen=True)
 class Entry:
-    """One precomputed run: its name (stable, e.g. 'svd-llm/auto/0.1'), its record and its answers."""
+    """One precomputed run: its name (stable: 'svd-llm/auto/0.1', another model's 'gemma3-270m/aa-svd/auto/0.2'),
+    its record and its answers."""
 
     name: str
     label: str

@@ -435,9 +435,10 @@ def start(store: Store, session: str, title: str) -> dict:
         return {"start_info": "This starting point needs the gallery, which is not installed here."}
     shown = store.gallery.entry(chosen.shown)
     method, allocation, ratio = shown.setting
-    return _showing(store, session, chosen.shown, list(chosen.beside)) | {
-        "start_info": f"**{chosen.title}.** {chosen.look}", "model": shown.model, "method": method,
-        "allocation": allocation, "ratio": ratio}
+    model = {"model": shown.model} if store.offers(shown.model) else {}    # a Space may not list it
+    return _showing(store, session, chosen.shown, list(chosen.beside)) | model | {
+        "start_info": f"**{chosen.title}.** {chosen.look}", "method": method, "allocation": allocation,
+        "ratio": ratio}
 
 
 def _showing(store: Store, session: str, shown: str, beside: list[str]) -> dict:

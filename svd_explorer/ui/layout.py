@@ -109,9 +109,7 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
 
 def _header(page: Page, default_model: str) -> None:
     limits = page.store.limits
-    listed = list(dict.fromkeys([default_model, *limits.models])) if limits.public else \
-        list(dict.fromkeys([*EMBEDDED, default_model]))
-    models = [(f"{m} (embedded)" if m in EMBEDDED else m, m) for m in listed]
+    models = [(f"{m} (embedded)" if m in EMBEDDED else m, m) for m in page.store.listed_models()]
     device = page.store.models.device
     method, allocation, ratio = first_setting(page.store)
     gr.Markdown("# SVD Explorer\nLow-rank (SVD-based) compression of causal language models: pick a model, a method, "

@@ -11,7 +11,7 @@ from ..study.gallery import Gallery
 @dataclass(frozen=True)
 class Start:
     title: str
-    shown: str                  # the gallery entry shown ("method/allocation/ratio")
+    shown: str                  # the gallery entry shown ("[model/]method/allocation/ratio")
     beside: tuple[str, ...]     # entries drawn beside it (Depth error, Ranks, Compare runs)
     look: str                   # what to look at, in which tabs
 

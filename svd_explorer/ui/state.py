@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..model.devices import resolve_device
-from ..model.loading import LoadedModel
+from ..model.loading import EMBEDDED, LoadedModel
 from ..run import estimate
 from ..run.config import with_preset
 from ..run.engine import load_for
@@ -136,6 +136,15 @@ class Store:
         period = max(1.0, min(60.0, limits.download_seconds / 4))
         threading.Thread(target=_expire_periodically, args=(weakref.ref(self), period), daemon=True).start()
 
+    def listed_models(self) -> list[str]:
+        """The models the page lists: a public Space's allow-list, else the embedded ones (others may be typed)."""
+        if self.limits.public:
+            return list(dict.fromkeys([self.default_model, *self.limits.models]))
+        return list(dict.fromkeys([*EMBEDDED, self.default_model]))
+
+    def offers(self, model: str) -> bool:
+        """Whether the model box may show `model` (a public Space's box takes only its list)."""
+        return not self.limits.public or model in self.listed_models()
     def estimate(self, checked) -> dict[str, float] | None:
         """Seconds per phase a checked plan should take here (None without measured runs to start from)."""
         loaded = self.models.peek(checked.config.model) is not None
