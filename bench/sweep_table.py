@@ -62,7 +62,7 @@ def rows_of(runs: list[dict]) -> list[dict]:
         groups.setdefault(group_key(run), []).append(run)
     ordered = sorted(groups.values(), key=lambda g: (g[0]["ratio"], g[0]["method"], group_key(g[0])[1]))
     timed = [r for r in runs if r.get("calib_forward_seconds")]
-    forward = reference_forward(dict(enumerate(timed))) if timed else None
+    forward = reference_forward(timed) if timed else None
     return [original_row(runs)] + [run_row(g, forward) for g in ordered]
 
 

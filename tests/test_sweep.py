@@ -50,7 +50,7 @@ def test_every_run_divides_by_the_least_disturbed_forward_of_its_seeds():
     """A forward timed while the machine was busy (seed 0 here) must not make the runs of that seed look fast."""
     prepared = {0: {"calib_forward_seconds": 491.6}, 1: {"calib_forward_seconds": 35.8},
                 2: {"calib_forward_seconds": 35.3}}
-    assert reference_forward(prepared) == 35.3
+    assert reference_forward(prepared.values()) == 35.3
 
 
 def test_a_failing_run_is_retried_recorded_and_does_not_stop_the_others(tiny_folder, tmp_path):

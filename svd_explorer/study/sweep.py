@@ -175,17 +175,18 @@ def execute(todo: list[RunConfig], out: Path, address: str | None, cpus_per_run:
         (out / "statistics.json").write_text(json.dumps({str(k): v for k, v in prepared.items()}, indent=1))
         attempts = out / "attempts"
         attempts.mkdir(exist_ok=True)
-        forward = reference_forward(prepared)
+        forward = reference_forward(prepared.values())
         pending = {run_task.remote(c.to_json(), forward, str(attempts / run_name(c)), cpus): c for c in todo}
         _collect(ray, pending, out, attempts)
     finally:
         ray.shutdown()
 
 
-def reference_forward(prepared: dict) -> float:
-    """The one calibration forward every run's "x fwd" divides by. Every seed's forward runs the same
-    shapes and a busy machine only slows a timing, so the fastest is the least disturbed measure."""
-    return min(p["calib_forward_seconds"] for p in prepared.values())
+def reference_forward(timed) -> float:
+    """The one calibration forward every run's "x fwd" divides by, of records holding
+    `calib_forward_seconds` (each seed's statistics pass, or finished runs). Every seed's forward runs the
+    same shapes and a busy machine only slows a timing, so the fastest is the least disturbed measure."""
+    return min(p["calib_forward_seconds"] for p in timed)
 
 
 def _collect(ray, pending: dict, out: Path, attempts: Path) -> None:
