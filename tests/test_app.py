@@ -202,9 +202,11 @@ def test_budget_is_shown_before_anything_runs_and_reasons_sit_beside_the_fields(
 
 def test_compress_streams_progress_then_shows_every_figure(app, tiny_folder):
     c = client(app)
-    statuses = [out["status"] for out in finish(compress_job(c, method="aa-svd", ratio=0.4, refine_steps=20))]
-    assert statuses[-1].startswith("Done") and any("projection" in s for s in statuses)
-    assert len(set(statuses)) > 3                  # the status line moves while the work goes on
+    statuses = [out["status"] for out in finish(compress_job(c, method="aa-svd", ratio=0.4, refine_steps=300))]
+    assert statuses[-1].startswith("Done")
+    projections = {s.split(" · ")[0] for s in statuses if "projection" in s}
+    assert len(projections) >= 2     # the status line moves while the work goes on: 300 refinement steps take
+                                     # about 2 s a block here, several 0.5 s ticks (20 steps ended between two on CI)
     assert "about" in statuses[0] and "Expected about" in statuses[-1]     # the whole run's estimate, first to last
     figures = named(FIGURES, c.predict(api_name="/show_run", run_box=None, block_box=0, kind_box=None,
                                        depth_metric="rel_error", compare_metric="ppl_compressed"))
