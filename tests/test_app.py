@@ -52,6 +52,12 @@ def test_depth_rank_and_heatmap_figures(recorded):
     assert all(0 < y <= 1 for t in ranks.data for y in t.y)   # below break-even everywhere
 
 
+def test_projection_kinds_keep_the_blocks_order_when_an_allocation_skips_some():
+    blocks = [["q", "o"], ["q", "k", "o"], ["up", "down"], ["q", "k", "v", "o", "gate", "up", "down"]]
+    layers = [{"block": b, "kind": kind} for b, order in enumerate(blocks) for kind in order]
+    assert plots.kinds({"layers": layers}) == ["q", "k", "v", "o", "gate", "up", "down"]
+
+
 def test_aces_and_refinement_figures(recorded):
     aces = plots.aces_figure(recorded["saes-svd"], 2, "down_proj")
     chosen = [t for t in aces.data if t.name == "chosen (exact)"][0]

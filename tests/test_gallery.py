@@ -99,6 +99,7 @@ def test_a_starting_point_sets_the_controls_and_says_what_to_look_at(store):
     out = callbacks.start(store, "v", offered[0].title)
     assert (out["method"], out["allocation"], out["ratio"]) == ("svd-llm", "auto", 0.2)
     assert out["run_box"]["value"] == GALLERY_PREFIX + "svd-llm/auto/0.2" and "Spectra" in out["start_info"]
+    assert out["status"].startswith("Showing **gallery · svd-llm")        # the status line names the run shown
     assert "needs the gallery" in callbacks.start(store, "v", "The ACES search")["start_info"]
 
 

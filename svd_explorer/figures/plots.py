@@ -37,11 +37,26 @@ def empty(message: str) -> go.Figure:
 
 
 def kinds(result: dict) -> list[str]:
-    seen = []
+    """The projection kinds in a block's order. An allocation may leave a kind out of the first blocks, so a
+    kind first seen later goes beside its neighbours in its own block, not at the end."""
+    blocks: dict[int, list[str]] = {}
     for layer in result.get("layers", []):
-        if layer["kind"] not in seen:
-            seen.append(layer["kind"])
+        blocks.setdefault(layer["block"], []).append(layer["kind"])
+    seen: list[str] = []
+    for order in blocks.values():
+        for i, kind in enumerate(order):
+            if kind not in seen:
+                seen.insert(_place(seen, order[:i], order[i + 1:]), kind)
     return seen
+
+
+def _place(seen: list[str], before: list[str], after: list[str]) -> int:
+    """Where a new kind goes: after the last known kind before it in its block, else before the first after."""
+    known_before = [k for k in before if k in seen]
+    if known_before:
+        return seen.index(known_before[-1]) + 1
+    known_after = [k for k in after if k in seen]
+    return seen.index(known_after[0]) if known_after else len(seen)
 
 
 def find_layer(result: dict, block: int, kind: str) -> dict | None:

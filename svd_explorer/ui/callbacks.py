@@ -429,7 +429,8 @@ def opened(store: Store, session: str) -> dict:
 
 
 def start(store: Store, session: str, title: str) -> dict:
-    """A starting point: its run shown, its others beside it, the controls (model included) set to its setting."""
+    """A starting point: its run shown (the status line says which), its others beside it, the controls (model
+    included) set to its setting."""
     chosen = next((s for s in starts.available(store.gallery) if s.title == title), None)
     if chosen is None:
         return {"start_info": "This starting point needs the gallery, which is not installed here."}
@@ -438,7 +439,7 @@ def start(store: Store, session: str, title: str) -> dict:
     model = {"model": shown.model} if store.offers(shown.model) else {}    # a Space may not list it
     return _showing(store, session, chosen.shown, list(chosen.beside)) | model | {
         "start_info": f"**{chosen.title}.** {chosen.look}", "method": method, "allocation": allocation,
-        "ratio": ratio}
+        "ratio": ratio, "status": texts.gallery_status(shown.label)}
 
 
 def _showing(store: Store, session: str, shown: str, beside: list[str]) -> dict:

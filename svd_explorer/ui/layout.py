@@ -352,7 +352,7 @@ FIGURES = ["metrics", "spectrum_plot", "depth_plot", "heatmap_plot", "rank_plot"
            "cost_table", "cost_plot", "compare_plot", "history"]
 SHOW = ["run_box", "block_box", "kind_box", "depth_metric", "compare_metric", "beside_box"]
 OPENED = ["status", "run_box", "beside_box"]
-START = ["start_info", "run_box", "beside_box", "model", "method", "allocation", "ratio"]
+START = ["start_info", "status", "run_box", "beside_box", "model", "method", "allocation", "ratio"]
 DOWNLOAD = ["download_info", "model_file", "json_file"]
 ZERO_SHOT = ["zero_status", "zero_table", "zero_plot"]
 

@@ -55,7 +55,7 @@ def gallery_runs(gallery) -> dict[str, Run]:
     """The gallery's entries as runs any session may show (no model)."""
     if gallery is None:
         return {}
-    return {GALLERY_PREFIX + e.name: Run(GALLERY_PREFIX + e.name, "", e.label, e.result.get("model", ""), e.result,
+    return {GALLERY_PREFIX + e.name: Run(GALLERY_PREFIX + e.name, "", e.label, e.model, e.result,
                                          entry=e) for e in gallery.entries}
 
 
