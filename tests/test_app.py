@@ -50,6 +50,11 @@ def test_depth_rank_and_heatmap_figures(recorded):
     assert sorted(named) == sorted(plots.kinds(recorded["saes-svd"])) and len(ranks.data) < 7   # named after all
     assert ranks.data[0].y[0] == pytest.approx(layer["rank"] / 16)
     assert all(0 < y <= 1 for t in ranks.data for y in t.y)   # below break-even everywhere
+    two = plots.rank_depth_figure([("earlier", recorded["ressvd"]), ("a", recorded["saes-svd"])])
+    faint = [t for t in two.data if t.legendgroup == "earlier"]
+    assert [t.name for t in faint if t.showlegend] == ["earlier (faint)"]     # one entry names the earlier run
+    colour = {t.name.split(", ")[0]: t.line.color for t in two.data if t.legendgroup == "a"}
+    assert faint[0].line.color == colour[plots.kinds(recorded["ressvd"])[0]]  # a kind keeps its colour
 
 
 def test_projection_kinds_keep_the_blocks_order_when_an_allocation_skips_some():
@@ -92,6 +97,10 @@ def test_log_axes_label_their_ticks_in_full_and_open_up_a_flat_curve():
     assert list(axis.ticktext) == ["50", "100", "200"] and list(axis.tickvals) == [50, 100, 200]
     low, high = 10 ** axis.range[0], 10 ** axis.range[1]
     assert low < 38.8 and high > 303.2 * 1.2                          # labels beside the top point stay inside
+    other = rows[0] | {"ppl_compressed": 801.8, "config": {"allocation": "sensitivity"}}
+    wide = plots.comparison_figure(rows + [other])
+    assert "1,000" in wide.layout.yaxis.ticktext                      # not "1e+03"
+    assert [t.marker.symbol for t in wide.data[:2]] == [("circle", "circle"), ("circle-open",)]  # not its own: open
     flat = plots.readable_log_axis(plots.go.Figure(plots.go.Scatter(x=[0, 1], y=[4.2915e-5, 4.29149e-5])))
     assert 10 ** (flat.layout.yaxis.range[1] - flat.layout.yaxis.range[0]) > 4   # a span, not 8-digit ticks
 

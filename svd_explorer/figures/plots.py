@@ -273,7 +273,8 @@ def comparison_figure(rows: list[dict], metric: str = "ppl_compressed") -> go.Fi
     original model at (1, its value). Axes keep differences in proportion: KL from 0, top-1 from 0 to 1,
     perplexity on a log axis that includes the original. Runs measured on different evaluation texts (other
     text, window count or length, or another model) get their own marker shape and their own original
-    point, and a line above the picture says what differs: their perplexities are not comparable."""
+    point, and a line above the picture says what differs: their perplexities are not comparable. A run whose
+    allocation is not its method's own is drawn open, in its method's colour."""
     fig = _figure("Runs compared", "parameters kept (whole model)", QUALITY[metric],
                   yaxis_type="log" if metric == "ppl_compressed" else "linear")
     fig.update_layout(margin=dict(l=60, r=20, t=70, b=50))
@@ -284,8 +285,8 @@ def comparison_figure(rows: list[dict], metric: str = "ppl_compressed") -> go.Fi
             fig.add_trace(go.Scatter(
                 x=[r["params_after"] / r["params_before"] for r in mine], y=[r[metric] for r in mine],
                 mode="markers+text", name=name, text=[f"{r['ratio']:g}" for r in mine], textposition="middle right",
-                marker=dict(size=12, color=method_color(mine[0]["method"], i),
-                            symbol=[SYMBOLS[sets.index(evaluation_set(r)) % len(SYMBOLS)] for r in mine])))
+                marker=dict(size=12, color=method_color(mine[0]["method"], i), line=dict(width=2.5),
+                            symbol=[_symbol(sets.index(evaluation_set(r)), r) for r in mine])))
     if not fig.data:
         return empty("runs with an evaluation appear here")
     for k, name in enumerate(sets):
@@ -296,6 +297,12 @@ def comparison_figure(rows: list[dict], metric: str = "ppl_compressed") -> go.Fi
                                                                   for k, name in enumerate(sets)) + "</sup>"))
     _proportional_axes(fig, rows, metric)
     return readable_log_axis(fig) if metric == "ppl_compressed" else fig
+
+
+def _symbol(evaluation: int, row: dict) -> str:
+    """A marker's shape says its evaluation text; an allocation other than the method's own draws it open."""
+    shape = SYMBOLS[evaluation % len(SYMBOLS)]
+    return shape if (row.get("config") or {}).get("allocation", "auto") == "auto" else f"{shape}-open"
 
 
 def series(row: dict) -> str:
@@ -365,20 +372,25 @@ def pareto_figure(summary: list[dict], session: list[dict], measure: str | None 
 def rank_depth_figure(runs: list[tuple[str, dict]]) -> go.Figure:
     """Rank kept through depth, per projection kind, as a share of its break-even rank mn/(m+n) (1 = the
     factors would store as much as the dense weight; a block kept dense is drawn at 1 with an open marker).
-    The last run is drawn thick, earlier ones thin."""
+    The last run is drawn thick, earlier ones thin, each kind in the same colour in every run; an earlier run
+    has one legend entry, its name (it shows or hides all its lines)."""
     fig = _figure("Rank kept through depth (share of break-even)", "block", "rank / break-even rank")
     fig.add_hline(y=1.0, line=dict(color="#dc2626", dash="dash"), annotation_text="break-even: no saving",
                   annotation_position="top left")
+    order = list(dict.fromkeys(k for _, result in runs for k in kinds(result)))
     for r, (name, result) in enumerate(runs):
         blocks = sorted({b["block"] for b in result.get("blocks", [])})
         last = r == len(runs) - 1
         for i, (kinds_, share) in enumerate(_rank_shares(result)):
             fig.add_trace(go.Scatter(
                 x=blocks, y=[share.get(b, 1.0) for b in blocks], mode="lines+markers", legendgroup=name,
-                name=", ".join(kinds_) + ("" if last else f" ({name})"), showlegend=last or i == 0,
-                opacity=1.0 if last else 0.35, line=dict(color=COLORS[i % len(COLORS)], width=2.5 if last else 1),
+                name=", ".join(kinds_) if last else f"{name} (faint)", showlegend=last or i == 0,
+                opacity=1.0 if last else 0.35, line=dict(color=COLORS[order.index(kinds_[0]) % len(COLORS)],
+                                                         width=2.5 if last else 1),
                 marker=dict(symbol=["circle" if b in share else "circle-open" for b in blocks])))
+    entries = sum(1 for t in fig.data if t.showlegend)
     fig.update_yaxes(range=[0, 1.1])
+    fig.update_layout(height=HEIGHT + 22 * max(0, entries - 3))    # the legend below keeps the plot its height
     return fig if len(fig.data) else empty("run a compression to see where its rank went")
 
 
@@ -417,7 +429,7 @@ def readable_log_axis(fig: go.Figure) -> go.Figure:
     steps = (1, 2, 5) if math.log10(hi / lo) <= 3 else (1,)          # over many decades, powers of ten only
     ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
              for m in steps if lo / 1.5 <= m * 10.0 ** e <= hi * 1.5]
-    fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:.3g}" for t in ticks],
+    fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:,.0f}" if t >= 1 else f"{t:.3g}" for t in ticks],
                      range=[math.log10(lo / 1.3), math.log10(hi * 1.3)])
     return fig
 
