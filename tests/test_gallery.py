@@ -3,12 +3,13 @@ import gzip
 import json
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 from conftest import GALLERY_PROMPTS
 
 from svd_explorer.study import gallery
-from svd_explorer.ui import callbacks, starts
+from svd_explorer.ui import callbacks, starts, texts
 from svd_explorer.ui.layout import FIGURES
 from svd_explorer.ui.limits import Limits
 from svd_explorer.ui.state import GALLERY_PREFIX, Store
@@ -78,6 +79,9 @@ def test_the_page_opens_on_the_gallery_default_with_every_figure_drawn(store):
     assert len(shown["depth_plot"].data) == 3 and len(shown["history"]) == 3
     compared = {t.name for t in shown["compare_plot"].data}
     assert {"svd", "asvd", "svd-llm"} <= compared
+    assert shown["cost_table"].startswith("Measured on")                 # this gallery measured it; one that
+    skipped = SimpleNamespace(entry=object(), result={"cost": {}})        # did not says why, and what to do
+    assert texts.cost_markdown(callbacks._with_cost_note(skipped)) == texts.GALLERY_COST
 
 
 def test_a_gallery_run_answers_the_example_prompts_from_the_file(store):

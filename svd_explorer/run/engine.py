@@ -198,6 +198,8 @@ def run(plan: Plan | RunConfig, *, loaded: LoadedModel | None = None, emit=None,
     if config.cost:
         with phases("cost"):
             out.cost = _serving_cost(config, lm, served, placement, emit, check)
+    else:
+        out.cost = {"skipped": "not measured: the run was asked not to (--no-cost)"}
     if config.output:
         with phases("saving"):
             _save(out, config, compressed, lm.tokenizer, emit)

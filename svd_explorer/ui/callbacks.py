@@ -506,7 +506,7 @@ def _figures(store: Store, session: str, run_box, block_box, kind_box, depth_met
             {"cost_table": "Run a compression: both models' serving cost appears here."} | \
             {f"{name}_plot": plots.empty(tab.missing) for tab in plugin_tabs() for name in tab.figures} | \
             {"metrics": "Run a compression: its figures appear here."}
-    r = run.result
+    r = _with_cost_note(run)
     block = int(block_box or 0)
     kind = kind_box or (plots.kinds(r) or [None])[0]
     others = [(x.label, x.result) for x in runs if x.id != run.id][-6:]
@@ -519,6 +519,13 @@ def _figures(store: Store, session: str, run_box, block_box, kind_box, depth_met
         "cost_plot": plots.cost_figure(r)} | {
         f"{name}_plot": plots.PLUGIN_FIGURES[name](r, block, kind, tab.missing)
         for tab in plugin_tabs() for name in tab.figures}
+
+
+def _with_cost_note(run) -> dict:
+    """A precomputed run without serving cost says why, and how to get it."""
+    if run.entry is None or (run.result.get("cost") or {}).get("original"):
+        return run.result
+    return run.result | {"cost": {"skipped": texts.GALLERY_COST}}
 
 
 def _comparison(store: Store, session: str, runs, metric):

@@ -182,6 +182,10 @@ def metrics_markdown(label: str, r: dict, precomputed: str | None = None) -> str
     return "\n".join(out)
 
 
+GALLERY_COST = ("Precomputed runs skip the serving cost: timing both models took longer than compressing on the "
+                "gallery's CPU. Press Compress to run this setting here with its cost measured.")
+
+
 def cost_markdown(r: dict) -> str:
     """The serving cost of both models as a table (measured, with the device and the settings)."""
     cost = r.get("cost") or {}
