@@ -10,7 +10,7 @@ from conftest import GALLERY_PROMPTS
 
 from svd_explorer.study import gallery
 from svd_explorer.ui import callbacks, starts, texts
-from svd_explorer.ui.layout import FIGURES
+from svd_explorer.ui.layout import FIGURES, START
 from svd_explorer.ui.limits import Limits
 from svd_explorer.ui.state import GALLERY_PREFIX, Store
 
@@ -104,6 +104,7 @@ def test_a_starting_point_sets_the_controls_and_says_what_to_look_at(store):
     assert (out["method"], out["allocation"], out["ratio"]) == ("svd-llm", "auto", 0.2)
     assert out["run_box"]["value"] == GALLERY_PREFIX + "svd-llm/auto/0.2" and "Spectra" in out["start_info"]
     assert out["status"].startswith("Showing **gallery · svd-llm")        # the status line names the run shown
+    assert set(out) <= set(START)                                          # every part reaches the page
     assert "needs the gallery" in callbacks.start(store, "v", "The ACES search")["start_info"]
 
 
