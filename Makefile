@@ -48,7 +48,7 @@ bench-cache: install
 	$(PY) bench/cache.py
 
 bench-presets: install
-	$(PY) bench/presets.py
+	$(PY) bench/presets.py && $(PY) bench/tables.py
 
 screenshots: install browser-deps
 	$(PY) bench/screenshot.py

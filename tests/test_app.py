@@ -53,14 +53,21 @@ def test_depth_rank_and_heatmap_figures(recorded):
     two = plots.rank_depth_figure([("earlier", recorded["ressvd"]), ("a", recorded["saes-svd"])])
     faint = [t for t in two.data if t.legendgroup == "earlier"]
     assert [t.name for t in faint if t.showlegend] == ["earlier (faint)"]     # one entry names the earlier run
-    colour = {t.name.split(", ")[0]: t.line.color for t in two.data if t.legendgroup == "a"}
-    assert faint[0].line.color == colour[plots.kinds(recorded["ressvd"])[0]]  # a kind keeps its colour
+    def layers(*kinds):
+        return {"blocks": [{"block": 0}], "layers": [{"block": 0, "kind": k, "rank": 4 + i, "shape": [64, 32]}
+                                                     for i, k in enumerate(kinds)]}
+    mixed = plots.rank_depth_figure([("mlp", layers("up_proj")), ("a", layers("q_proj", "up_proj"))])
+    colour = {t.name: t.line.color for t in mixed.data if t.legendgroup is None}
+    assert mixed.data[0].line.color == colour["up_proj"] != colour["q_proj"]   # a kind keeps its colour
 
 
 def test_projection_kinds_keep_the_blocks_order_when_an_allocation_skips_some():
     blocks = [["q", "o"], ["q", "k", "o"], ["up", "down"], ["q", "k", "v", "o", "gate", "up", "down"]]
     layers = [{"block": b, "kind": kind} for b, order in enumerate(blocks) for kind in order]
     assert plots.kinds({"layers": layers}) == ["q", "k", "v", "o", "gate", "up", "down"]
+    swapped = [{"block": b, "kind": kind} for b, order in enumerate([["a", "b"], ["b", "a", "c"]]) for kind in order]
+    assert plots.kinds({"layers": swapped}) == ["a", "b", "c"]         # after every kind before it in its block
+    assert plots.first_kind({"layers": layers}, 2) == "up"             # the page opens on one block 2 compressed
 
 
 def test_aces_and_refinement_figures(recorded):

@@ -2,7 +2,7 @@
 import json
 
 import pytest
-from conftest import char_tokenizer, tiny_model
+from conftest import char_tokenizer, tiny_ids, tiny_model
 
 from svd_explorer.cli.main import main
 from svd_explorer.text.zero_shot import LOCAL_FILES, TASK_FOLDER, TaskError, resolve, run_tasks
@@ -68,3 +68,19 @@ def test_the_original_perplexity_is_remembered_by_text_not_by_description():
     originals = [_perplexities(lm, model, ids, "dev windows", lambda: None)[1] for ids in (first, second)]
     assert originals == [evaluate(model, ids)["ppl"] for ids in (first, second)]
     assert originals[0] != originals[1]
+
+
+def test_a_large_vocabulary_is_evaluated_in_bounded_pieces_with_the_same_result(monkeypatch):
+    """Gemma 3's 262k-token vocabulary at 2048 tokens is 2 GiB of logits a window: batches shrink to a bound
+    and the distributions are compared a few positions at a time, without changing a number."""
+    from svd_explorer.text import metrics
+
+    model, other, ids = tiny_model("llama"), tiny_model("llama", seed=1), tiny_ids(count=5, length=16)
+    whole = metrics.evaluate(model, ids, reference=other)
+    assert metrics.batch_for(2048, 262_144, 4) == 1 and metrics.batch_for(512, 49_152, 4) == 4
+    window = ids.shape[1] * metrics.vocabulary(model) * 4
+    monkeypatch.setattr(metrics, "LOGITS_BYTES", 2 * window)
+    monkeypatch.setattr(metrics, "POSITIONS", 3)
+    assert metrics.batch_for(ids.shape[1], metrics.vocabulary(model), 4) == 2
+    pieces = metrics.evaluate(model, ids, reference=other)
+    assert pieces == pytest.approx(whole, rel=1e-6)

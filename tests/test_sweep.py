@@ -164,9 +164,9 @@ def test_a_worker_loads_its_model_once_and_every_run_on_it_scores_as_a_fresh_loa
     first, second = plan(config), plan(replace(config, method="svd", ratio=0.4, seed=1))
     held = held_model(first)
     assert held_model(second) is held
-    reused = [run(p, loaded=held, measure_forward=False).record for p in (first, second)]
-    assert "--no-cost" in reused[0].cost["skipped"]                     # a run without cost says so
-    reused = [record.scores for record in reused]
+    records = [run(p, loaded=held, measure_forward=False).record for p in (first, second)]
+    assert "--no-cost" in records[0].cost["skipped"]                    # a run without cost says so
+    reused = [record.scores for record in records]
     fresh = [run(p, measure_forward=False).record.scores for p in (first, second)]
     for a, b in zip(reused, fresh):
         assert a["ppl_compressed"] == pytest.approx(b["ppl_compressed"], rel=1e-6)

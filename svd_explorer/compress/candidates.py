@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ..model.blocks import find_layout
 from ..model.lowrank import LowRankLinear, dense_weight_and_bias, set_submodule
 from ..model.offload import onloaded
+from ..text.metrics import batch_for, vocabulary
 from .allocation.base import rank_for_fraction
 from .decompositions import LastDecomposition, reusing
 from .linalg import svd_by_gram
@@ -34,7 +35,7 @@ class DevScorer:
         self.passes = Passes.of(model, precision)
         self.work = shell_copy(model)
         self.layout = find_layout(self.work)
-        self.windows, self.batch_size = windows, batch_size
+        self.windows, self.batch_size = windows, batch_for(windows.shape[1], vocabulary(model), batch_size)
         self.statistics, self.method = statistics, method.original_stream_form()
         self.check = check or (lambda: None)
         self.inputs = self._block_inputs()

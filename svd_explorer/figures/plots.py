@@ -51,12 +51,18 @@ def kinds(result: dict) -> list[str]:
 
 
 def _place(seen: list[str], before: list[str], after: list[str]) -> int:
-    """Where a new kind goes: after the last known kind before it in its block, else before the first after."""
-    known_before = [k for k in before if k in seen]
+    """Where a new kind goes: after every known kind before it in its block, else before every one after it."""
+    known_before = [seen.index(k) for k in before if k in seen]
     if known_before:
-        return seen.index(known_before[-1]) + 1
-    known_after = [k for k in after if k in seen]
-    return seen.index(known_after[0]) if known_after else len(seen)
+        return max(known_before) + 1
+    known_after = [seen.index(k) for k in after if k in seen]
+    return min(known_after) if known_after else len(seen)
+
+
+def first_kind(result: dict, block: int) -> str | None:
+    """The projection a page shows first: the first kind compressed in `block`, else the first kind at all."""
+    names = kinds(result)
+    return next((k for k in names if find_layer(result, block, k)), names[0] if names else None)
 
 
 def find_layer(result: dict, block: int, kind: str) -> dict | None:
@@ -285,8 +291,7 @@ def comparison_figure(rows: list[dict], metric: str = "ppl_compressed") -> go.Fi
             fig.add_trace(go.Scatter(
                 x=[r["params_after"] / r["params_before"] for r in mine], y=[r[metric] for r in mine],
                 mode="markers+text", name=name, text=[f"{r['ratio']:g}" for r in mine], textposition="middle right",
-                marker=dict(size=12, color=method_color(mine[0]["method"], i), line=dict(width=2.5),
-                            symbol=[_symbol(sets.index(evaluation_set(r)), r) for r in mine])))
+                marker=_markers(mine, method_color(mine[0]["method"], i), sets)))
     if not fig.data:
         return empty("runs with an evaluation appear here")
     for k, name in enumerate(sets):
@@ -297,6 +302,13 @@ def comparison_figure(rows: list[dict], metric: str = "ppl_compressed") -> go.Fi
                                                                   for k, name in enumerate(sets)) + "</sup>"))
     _proportional_axes(fig, rows, metric)
     return readable_log_axis(fig) if metric == "ppl_compressed" else fig
+
+
+def _markers(rows: list[dict], color: str, sets: list[str]) -> dict:
+    """One series' markers: shapes by evaluation text, an open one's ring drawn in the series' colour."""
+    symbols = [_symbol(sets.index(evaluation_set(r)), r) for r in rows]
+    return dict(size=12, color=color, symbol=symbols,
+                line=dict(color=color, width=[2.5 if s.endswith("-open") else 0 for s in symbols]))
 
 
 def _symbol(evaluation: int, row: dict) -> str:
@@ -377,20 +389,21 @@ def rank_depth_figure(runs: list[tuple[str, dict]]) -> go.Figure:
     fig = _figure("Rank kept through depth (share of break-even)", "block", "rank / break-even rank")
     fig.add_hline(y=1.0, line=dict(color="#dc2626", dash="dash"), annotation_text="break-even: no saving",
                   annotation_position="top left")
-    order = list(dict.fromkeys(k for _, result in runs for k in kinds(result)))
+    order = list(dict.fromkeys(k for _, result in runs[::-1] for k in kinds(result)))   # the last run's first
     for r, (name, result) in enumerate(runs):
         blocks = sorted({b["block"] for b in result.get("blocks", [])})
         last = r == len(runs) - 1
         for i, (kinds_, share) in enumerate(_rank_shares(result)):
             fig.add_trace(go.Scatter(
-                x=blocks, y=[share.get(b, 1.0) for b in blocks], mode="lines+markers", legendgroup=name,
-                name=", ".join(kinds_) if last else f"{name} (faint)", showlegend=last or i == 0,
-                opacity=1.0 if last else 0.35, line=dict(color=COLORS[order.index(kinds_[0]) % len(COLORS)],
-                                                         width=2.5 if last else 1),
+                x=blocks, y=[share.get(b, 1.0) for b in blocks], mode="lines+markers",
+                legendgroup=None if last else name, name=", ".join(kinds_) if last else f"{name} (faint)",
+                showlegend=last or i == 0, opacity=1.0 if last else 0.35,
+                line=dict(color=COLORS[order.index(kinds_[0]) % len(COLORS)], width=2.5 if last else 1),
+                hovertemplate=f"{name}: {', '.join(kinds_)}<br>block %{{x}}: %{{y:.2f}}<extra></extra>",
                 marker=dict(symbol=["circle" if b in share else "circle-open" for b in blocks])))
-    entries = sum(1 for t in fig.data if t.showlegend)
+    rows = math.ceil(sum(1 for t in fig.data if t.showlegend) / 3)
     fig.update_yaxes(range=[0, 1.1])
-    fig.update_layout(height=HEIGHT + 22 * max(0, entries - 3))    # the legend below keeps the plot its height
+    fig.update_layout(height=HEIGHT + 22 * max(0, rows - 1))    # the legend below keeps the plot its height
     return fig if len(fig.data) else empty("run a compression to see where its rank went")
 
 

@@ -44,7 +44,7 @@ from ..model.lowrank import dense_weight_and_bias
 from ..model.offload import Placement, device_map, fixed_mmap_threshold, is_offloaded, onloaded
 from ..model.saving import folder_bytes, save_compressed, save_merged, versions
 from ..model.serving import CostSettings, compare_cost, serving_cost
-from ..text.metrics import evaluate
+from ..text.metrics import batch_for, evaluate, vocabulary
 from ..text.sources import development_windows, resolve_calibration, resolve_evaluation, text_windows
 from ..text.zero_shot import run_tasks
 from .config import RunConfig, command_line
@@ -74,8 +74,10 @@ def peak_rss_mb() -> float:
 
 @torch.no_grad()
 def forward_seconds(model, windows: torch.Tensor, batch_size: int) -> float:
-    """One plain forward of `model` over `windows` (after a one-batch warm-up), in seconds."""
+    """One plain forward of `model` over `windows` (after a one-batch warm-up), in seconds; a batch holds at
+    most the evaluation's logits bound (a 262k-token vocabulary at 2048 tokens: one window a batch)."""
     device = model_device(model)
+    batch_size = batch_for(windows.shape[1], vocabulary(model), batch_size)
     model(input_ids=windows[:1].to(device), use_cache=False)
     clock = Clock(device)
     for i in range(0, len(windows), batch_size):
@@ -199,7 +201,7 @@ def run(plan: Plan | RunConfig, *, loaded: LoadedModel | None = None, emit=None,
         with phases("cost"):
             out.cost = _serving_cost(config, lm, served, placement, emit, check)
     else:
-        out.cost = {"skipped": "not measured: the run was asked not to (--no-cost)"}
+        out.cost = {"skipped": "not measured: serving cost was switched off (--no-cost)"}
     if config.output:
         with phases("saving"):
             _save(out, config, compressed, lm.tokenizer, emit)

@@ -24,6 +24,7 @@ from ..model.hub import source_kind
 from ..model.loading import is_project_folder, read_config
 from ..model.lowrank import BudgetError
 from ..model.offload import Placement, choose_placement
+from ..text.metrics import evaluation_bytes
 from ..text.sources import resolve_calibration, resolve_evaluation
 from . import checks
 from .config import RunConfig
@@ -84,11 +85,13 @@ def plan(config: RunConfig, token=None) -> Plan:
 
 
 def placement_of(config: RunConfig, model_config, layout: Layout, params: int, device, dtype) -> Placement:
-    """In memory, offloaded or refused, from the shapes alone: the working set is the calibration activations
-    and a few hidden x hidden float32 matrices."""
+    """In memory, offloaded or refused, from the shapes alone: the working set is the larger of the calibration
+    activations (two streams) and the evaluation's logits, and a few hidden x hidden float32 matrices."""
     block_params = sum(p.numel() for p in layout.blocks[0].parameters())
     hidden = getattr(model_config, "hidden_size", None) or getattr(model_config, "n_embd", 1024)
-    work = 4 * 2 * config.calib_samples * config.seq_len * hidden + 8 * 3 * 4 * hidden * hidden
+    streams = 4 * 2 * config.calib_samples * config.seq_len * hidden
+    logits = evaluation_bytes(config.seq_len, getattr(model_config, "vocab_size", None) or 32_000)
+    work = max(streams, logits) + 8 * 3 * 4 * hidden * hidden
     size = torch.tensor([], dtype=dtype).element_size()
     return choose_placement(config.offload, device, params, block_params, size, work, config.offload_folder,
                             config.model)

@@ -2,10 +2,11 @@
 moment it opens and beside a visitor's own runs.
 
 A gallery holds what the pages draw — each run's record (spectra, depth errors, ranks, ACES curves,
-refinement losses, cost) and both models' greedy answers to the example prompts — and no weights. To stay
-small (the repository keeps it), spectra are rounded to 4 significant digits, and a raw weight's spectrum,
-the same in every run of its model, is stored once. The file is gzip-compressed JSON; reading checks its version and
-shape, and anything wrong is one `GalleryError` line (the page then works without it).
+refinement losses; no serving cost, which the bench skips) and both models' greedy answers to the example
+prompts — and no weights. To stay small (the repository keeps it), spectra are rounded to 4 significant
+digits, and a raw weight's spectrum, the same in every run of its model, is stored once. The file is
+gzip-compressed JSON; reading checks its version and shape, and anything wrong is one `GalleryError` line
+(the page then works without it).
 """
 from __future__ import annotations
 

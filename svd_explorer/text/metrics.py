@@ -15,16 +15,20 @@ import torch.nn.functional as F
 
 from ..model.devices import model_device
 
+LOGITS_BYTES = 2**31    # one model's logits per batch at most (Gemma 3's 262k vocabulary: 2 GiB a 2048 window)
+POSITIONS = 512         # positions compared at once: the vocabulary-wide temporaries stay a few 512 x V floats
+
 
 @torch.no_grad()
 def evaluate(model, windows: torch.Tensor, reference=None, batch_size: int = 4, should_stop=None,
              progress=None) -> dict:
     """Perplexity of `model` on `windows`; with `reference`, also its perplexity, KL and top-1 agreement.
     `should_stop()` may raise between batches; `progress(windows_done, windows_total)` follows them.
-    The vocabulary-sized distributions are compared one window at a time, so memory holds one batch of
-    logits per model and a few window-sized temporaries."""
+    A batch holds at most LOGITS_BYTES of logits per model (fewer windows for a large vocabulary), and the
+    distributions are compared POSITIONS at a time, so memory stays bounded by evaluation_bytes."""
     totals = {"nll": 0.0, "ref_nll": 0.0, "kl": 0.0, "agree": 0.0}
     count = 0
+    batch_size = batch_for(windows.shape[1], vocabulary(model), batch_size)
     for start in range(0, len(windows), batch_size):
         if should_stop is not None:
             should_stop()
@@ -34,13 +38,33 @@ def evaluate(model, windows: torch.Tensor, reference=None, batch_size: int = 4, 
         logits = _logits(model, batch)
         ref_logits = _logits(reference, batch) if reference is not None else None
         for row in range(len(batch)):
-            _accumulate(totals, logits[row], None if ref_logits is None else ref_logits[row], batch[row, 1:])
+            for at in range(0, logits.shape[1], POSITIONS):
+                part = slice(at, at + POSITIONS)
+                _accumulate(totals, logits[row, part], None if ref_logits is None else ref_logits[row, part],
+                            batch[row, 1:][part])
         count += batch[:, 1:].numel()
     out = {"ppl": _ppl(totals["nll"] / count), "tokens": count}
     if reference is not None:
         out.update({"ppl_reference": _ppl(totals["ref_nll"] / count), "kl_to_original": totals["kl"] / count,
                     "top1_agreement": totals["agree"] / count})
     return out
+
+
+def vocabulary(model) -> int:
+    """The size of the model's next-token distribution (its output layer's rows)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return head.weight.shape[0] if head is not None else model.config.vocab_size
+
+
+def batch_for(seq_len: int, vocab: int, batch_size: int) -> int:
+    """Windows per evaluation batch: at most `batch_size`, and at most LOGITS_BYTES of float32 logits."""
+    return max(1, min(batch_size, LOGITS_BYTES // (seq_len * vocab * 4)))
+
+
+def evaluation_bytes(seq_len: int, vocab: int, batch_size: int = 4) -> int:
+    """Memory an evaluation against a reference holds beyond the weights: both models' logits for one batch
+    and about five POSITIONS x vocab temporaries."""
+    return 2 * batch_for(seq_len, vocab, batch_size) * seq_len * vocab * 4 + 5 * POSITIONS * vocab * 4
 
 
 def _logits(model, batch: torch.Tensor) -> torch.Tensor:

@@ -471,7 +471,8 @@ def run_selected(store: Store, session: str, run_box) -> dict:
     names = plots.kinds(run.result)
     return {"block_box": {"__type__": "update", "visible": True, "minimum": blocks[0],
                           "maximum": max(blocks[-1], blocks[0] + 1), "value": blocks[0]},
-            "kind_box": {"__type__": "update", "visible": True, "choices": names, "value": names[0]}}
+            "kind_box": {"__type__": "update", "visible": True, "choices": names,
+                         "value": plots.first_kind(run.result, blocks[0])}}
 
 
 def plugin_tabs() -> list[FigureTab]:
@@ -508,7 +509,7 @@ def _figures(store: Store, session: str, run_box, block_box, kind_box, depth_met
             {"metrics": "Run a compression: its figures appear here."}
     r = _with_cost_note(run)
     block = int(block_box or 0)
-    kind = kind_box or (plots.kinds(r) or [None])[0]
+    kind = kind_box or plots.first_kind(r, block)
     others = [(x.label, x.result) for x in runs if x.id != run.id][-6:]
     return compare | {
         "metrics": texts.metrics_markdown(run.label, r, store.gallery.describe() if run.entry else None),

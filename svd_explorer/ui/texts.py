@@ -55,8 +55,9 @@ EXPLAIN = {
     "compare": "Every run of this session: quality against the share of the whole model's parameters kept, and the "
                "original model at 1. Perplexity and the KL divergence from the original model's next-token "
                "distribution: lower is better; top-1 agreement (how often both models' most likely next token is "
-               "the same): higher. A sweep folder (python -m svd_explorer sweep) or a zip of one adds its "
-               "configurations with error bars from their calibration seeds.",
+               "the same): higher. A run whose allocation is not its method's own is drawn open. A sweep folder "
+               "(python -m svd_explorer sweep) or a zip of one adds its configurations with error bars from their "
+               "calibration seeds.",
     "generate": "The same prompt, sampling settings and seed through the original and the compressed model, "
                 "token by token (with the model's chat template when it has one). Temperature 0 is greedy.",
     "zero_shot": "Accuracy on multiple-choice benchmarks through lm-eval. Chance is 50% for PIQA, BoolQ and "
