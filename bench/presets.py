@@ -37,7 +37,6 @@ def measure(preset: str, method: str) -> Path:
     return out
 
 
-
 def row_of(result: dict, label: str | None = None) -> dict:
     """A presets.json row from a run's JSON (texts named as their descriptions begin: "BoolQ passages")."""
     config, calib, ev, timings = result["config"], result["calibration"], result["evaluation"], result["timings"]

@@ -314,12 +314,17 @@ def _markers(rows: list[dict], color: str, sets: list[str]) -> dict:
 def _symbol(evaluation: int, row: dict) -> str:
     """A marker's shape says its evaluation text; an allocation other than the method's own draws it open."""
     shape = SYMBOLS[evaluation % len(SYMBOLS)]
-    return shape if (row.get("config") or {}).get("allocation", "auto") == "auto" else f"{shape}-open"
+    return shape if allocation_of(row) == "auto" else f"{shape}-open"
+
+
+def allocation_of(row: dict) -> str:
+    """A run's allocation ("auto": its method's own)."""
+    return (row.get("config") or {}).get("allocation", "auto")
 
 
 def series(row: dict) -> str:
     """The line a run belongs to in a comparison: its method, and its allocation unless the method's own."""
-    allocation = (row.get("config") or {}).get("allocation", "auto")
+    allocation = allocation_of(row)
     return row["method"] + ("" if allocation == "auto" else f" + {allocation}")
 
 

@@ -145,6 +145,7 @@ class Store:
     def offers(self, model: str) -> bool:
         """Whether the model box may show `model` (a public Space's box takes only its list)."""
         return not self.limits.public or model in self.listed_models()
+
     def estimate(self, checked) -> dict[str, float] | None:
         """Seconds per phase a checked plan should take here (None without measured runs to start from)."""
         loaded = self.models.peek(checked.config.model) is not None
