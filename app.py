@@ -2,7 +2,7 @@
 
 Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860).
 """
-from svd_explorer.ui import launch
+from svd_explorer.ui.layout import launch
 
 if __name__ == "__main__":
     launch()

@@ -36,8 +36,7 @@ import psutil  # noqa: E402
 from gradio_client import Client  # noqa: E402
 
 from svd_explorer.files import cache_dir, folder_bytes  # noqa: E402
-from svd_explorer.ui import build_demo  # noqa: E402
-from svd_explorer.ui.layout import COMPRESS, FIGURES  # noqa: E402
+from svd_explorer.ui.layout import COMPRESS, FIGURES, build_demo  # noqa: E402
 
 OUT = ROOT / "docs" / "results" / "classroom.json"
 

@@ -58,7 +58,7 @@ def main():
     from playwright.sync_api import sync_playwright
 
     from svd_explorer.compress.methods import REGISTRY
-    from svd_explorer.ui import build_demo
+    from svd_explorer.ui.layout import build_demo
 
     demo = build_demo()
     demo.queue().launch(prevent_thread_lock=True, quiet=True)

@@ -165,7 +165,7 @@ def tiny_gallery(tiny_folder, tmp_path_factory):
 
 
 def launch_app(tiny_folder, limits=None, gallery=None):
-    from svd_explorer.ui import build_demo
+    from svd_explorer.ui.layout import build_demo
 
     demo = build_demo(default_model=str(tiny_folder), preload=True, defaults=TINY_APP, limits=limits,
                       gallery=gallery or Path("/nonexistent/gallery.json.gz"))

@@ -208,7 +208,7 @@ def test_a_finished_identical_request_is_answered_at_once_with_the_shared_model(
 
 
 def test_the_page_opens_with_the_controls_and_options_of_the_gallery_default(tiny_gallery, tiny_folder, tmp_path):
-    from svd_explorer.ui import build_demo
+    from svd_explorer.ui.layout import build_demo
 
     body = json.loads(gzip.decompress(tiny_gallery.read_bytes()))
     body["default"] = "asvd/auto/0.2"

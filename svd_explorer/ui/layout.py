@@ -103,9 +103,18 @@ def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, default
     return demo
 
 
+def launch(demo: gr.Blocks | None = None, **kwargs):
+    """Queue and launch; host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT when set."""
+    demo = demo or build_demo()
+    limits = demo.limits
+    demo.queue(max_size=limits.queue * 4, default_concurrency_limit=4)
+    return demo.launch(theme=gr.themes.Soft(), css=CSS, max_file_size=f"{limits.upload_mb}mb", **kwargs)
+
+
 # ---------------------------------------------------------------------------------------------
 # Layout
 # ---------------------------------------------------------------------------------------------
+
 
 def _header(page: Page, default_model: str) -> None:
     limits = page.store.limits
