@@ -90,15 +90,47 @@ def test_readme_is_at_most_400_lines():
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_relative_links_point_at_existing_files(page: Path):
-    broken = []
-    for number, line in prose_lines(page.read_text(encoding="utf-8")):
-        for target in LINK.findall(re.sub(r"`[^`]*`", "``", line)):      # not inside code spans
-            if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):      # http:, https:, mailto:
-                continue
-            path_part, _, anchor = target.partition("#")
-            resolved = (page.parent / path_part).resolve() if path_part else page
-            if not resolved.exists():
-                broken.append(f"line {number}: {target} (no such file)")
-            elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
-                broken.append(f"line {number}: {target} (no heading with that anchor)")
+    broken, numbered = [], list(prose_lines(page.read_text(encoding="utf-8")))
+    prose = "\n".join(re.sub(r"`[^`]*`", "``", line) for _, line in numbered)     # not inside code spans
+    for match in LINK.finditer(prose):                   # a link's text may run over two lines
+        target, number = match.group(1), numbered[prose.count("\n", 0, match.start())][0]
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):      # http:, https:, mailto:
+            continue
+        path_part, _, anchor = target.partition("#")
+        resolved = (page.parent / path_part).resolve() if path_part else page
+        if not resolved.exists():
+            broken.append(f"line {number}: {target} (no such file)")
+        elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+            broken.append(f"line {number}: {target} (no heading with that anchor)")
     assert not broken, f"{page.relative_to(ROOT)}:\n" + "\n".join(broken)
+
+
+def map_entries() -> dict[str, str]:
+    """The README's map ("Where things live"): first column (a file or a folder/) -> its text, continuation lines
+    joined to the entry above them."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8").split("## Where things live", 1)[1]
+    block = text.split("```", 2)[1]
+    entries, last = {}, None
+    for line in block.splitlines():
+        if line.startswith(" ") and last:
+            entries[last] += " " + line.strip()
+        elif line.strip() and not line.startswith("#"):
+            last = line.split()[0].rstrip(",")
+            entries[last] = line
+    return entries
+
+
+def test_the_readme_map_names_every_module():
+    """A module is named by its own entry or, by its file name, in an entry of the same folder."""
+    entries = map_entries()
+    folder_of = {name: name.rstrip("/") if name.endswith("/") else str(Path(name).parent) for name in entries}
+    missing = []
+    for path in sorted([*(ROOT / "svd_explorer").rglob("*.py"), *(ROOT / "bench").glob("*.py")]):
+        relative = path.relative_to(ROOT).as_posix()
+        if path.name == "__init__.py" and path.parent.name != "svd_explorer":
+            continue
+        word = re.compile(rf"(?<![\w/.]){re.escape(path.stem)}(?:\.py)?(?![\w/])")
+        if relative not in entries and not any(folder_of[name] == Path(relative).parent.as_posix()
+                                               and word.search(text) for name, text in entries.items()):
+            missing.append(relative)
+    assert not missing, "README.md's map does not name: " + ", ".join(missing)
