@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from svd_explorer.cli.main import main
+from svd_explorer.cli.flags import config_from_args
+from svd_explorer.cli.main import build_parser, main
 from svd_explorer.compress.allocation import ALLOCATIONS
 from svd_explorer.compress.methods import REGISTRY
 from svd_explorer.run.config import PRESETS, RunConfig, with_preset
@@ -147,6 +148,19 @@ def test_errors_never_show_a_traceback_unless_asked(tiny_folder):
     assert quiet.returncode == 2 and "Traceback" not in quiet.stderr and "use at least 2 blocks" in quiet.stderr
     loud = subprocess.run(args + ["--debug"], capture_output=True, text=True, timeout=300, env=env)
     assert loud.returncode == 2 and "Traceback" in loud.stderr
+
+
+def test_eval_windows_all_reads_the_whole_text(tiny_folder, text_file, tmp_path):
+    """`--eval-windows all` was looked up under a misspelt key and refused as "not a whole number"."""
+    args = build_parser().parse_args(["evaluate", "--model", str(tiny_folder), "--eval-windows", "all"])
+    assert config_from_args(args).eval_windows is None
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(tiny_folder), "--eval", str(text_file), "--eval-windows", "all",
+                 "--seq-len", "16", "--json", str(out)]) == 0
+    whole = json.loads(out.read_text())["evaluation"]["windows"]
+    assert main(["evaluate", "--model", str(tiny_folder), "--eval", str(text_file), "--eval-windows", "2",
+                 "--seq-len", "16", "--json", str(out)]) == 0
+    assert whole > json.loads(out.read_text())["evaluation"]["windows"] == 2
 
 
 def test_run_config_round_trips_through_json_and_presets_expand():

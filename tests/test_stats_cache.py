@@ -10,6 +10,8 @@ from svd_explorer.cache.statistics import FILE, MANIFEST, cache_key, key_folder,
 from svd_explorer.compress.decompositions import DecompositionStore, digest, kept_rank, reusing
 from svd_explorer.compress.methods import get_method
 from svd_explorer.compress.pipeline import DEPTH_WINDOWS, Passes, compress_model
+from svd_explorer.run.engine import keeps_decompositions
+from svd_explorer.ui import texts
 
 IDS = tiny_ids(6, 16)
 
@@ -218,3 +220,13 @@ def test_gram_matrices_are_stored_as_their_upper_triangles_and_read_back_bit_for
     assert stored["0.0.gram_upper"].numel() == n * (n + 1) // 2
     assert torch.equal(full, full.mT)                                  # symmetric to the last bit
     assert torch.equal(cached.get(0, 0).gram_f.cpu(), full)
+
+
+def test_decompositions_are_kept_only_within_a_quarter_of_the_bound_and_the_page_says_which():
+    """SmolLM2-135M's SVDs, estimated at 8 bytes a dense parameter (849 MB), fit a quarter of the default 10 GiB
+    bound but not of the Space's 3 GiB: there a first run adds its statistics alone, and the page says so."""
+    dense = 106_168_320
+    assert keeps_decompositions(dense, 10 * 2**30) and not keeps_decompositions(dense, 3 * 2**30)
+    assert "448 MB of stored decompositions" in texts.disk_markdown(0, 10 * 2**30, None, True)
+    assert "not kept" in texts.disk_markdown(0, 3 * 2**30, None, False)
+    assert "where the bound allows" in texts.disk_markdown(0, 3 * 2**30, None, None)

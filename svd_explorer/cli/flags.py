@@ -142,8 +142,8 @@ def config_from_args(args) -> RunConfig:
     """The RunConfig the flags describe: the preset, then every flag the user gave."""
     values = vars(args)
     explicit = {k: v for k, v in values.items() if k in RUN_FIELDS and v is not None and k != "preset"}
-    if explicit.get("evalwindows") == "all":
-        explicit["evalwindows"] = None
+    if explicit.get("eval_windows") == "all":
+        explicit["eval_windows"] = None
     options = {k[4:]: v for k, v in values.items() if k.startswith("opt_") and v is not None}
     allocation = {k[6:]: v for k, v in values.items() if k.startswith("alloc_") and v is not None}
     if options:

@@ -374,6 +374,12 @@ def prepare_statistics(plan: Plan | RunConfig, emit=None, loaded: LoadedModel | 
     return {"calib_forward_seconds": forward, "seconds": clock.seconds(), "state": state}
 
 
+def keeps_decompositions(dense_params: int, limit: float | None = None) -> bool:
+    """Whether a model's SVDs are stored beside its statistics: when they would take at most a quarter of the
+    cache's bound (8 bytes a dense parameter, an upper estimate: SmolLM2-135M's take 448 MB, estimated 849)."""
+    return 8 * dense_params <= (size_limit() if limit is None else limit) / 4
+
+
 def search_windows(config: RunConfig) -> tuple[int, int]:
     """(count, length) of the development windows every search scores on; reports avoid them."""
     return config.search_windows, min(DEV_SEQ_LEN, config.seq_len)
@@ -442,9 +448,8 @@ class _Study:
         quarter of the cache's size limit."""
         if self.method.sequential or self.cached is None or self.cached.path is None:
             return None
-        size = 8 * find_layout(self.lm.model).dense_params
         return DecompositionStore(key_folder(self._root(), self.key) / "decompositions") \
-            if size <= size_limit() / 4 else None
+            if keeps_decompositions(find_layout(self.lm.model).dense_params) else None
 
     def _bounded(self) -> None:
         """The cache back under its size bound after this run stored something beside its statistics."""

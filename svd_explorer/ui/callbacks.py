@@ -3,6 +3,7 @@
 the engine computes, the worker runs it, plots.py draws."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,12 +21,12 @@ from ..errors import ConfigError, ModelLoadError
 from ..figures import plots
 from ..files import cache_dir, folder_bytes
 from ..model.blocks import count_parameters, find_layout, meta_model
-from ..model.hub import EMBEDDED, hub_reachable
+from ..model.hub import DEFAULT_MODEL, EMBEDDED, hub_reachable
 from ..model.loading import read_config
 from ..model.lowrank import BudgetError, check_ratio
 from ..model.offload import Placement
 from ..run.config import with_preset
-from ..run.engine import export
+from ..run.engine import export, keeps_decompositions
 from ..run.engine import run as run_engine
 from ..run.engine import zero_shot as engine_zero_shot
 from ..run.plan import Plan, plan
@@ -180,7 +181,17 @@ def disk(store: Store, session: str) -> dict:
     """What the statistics cache holds on this server's disk, and its bound (the page says it before a run
     writes there)."""
     return {"disk_info": texts.disk_markdown(folder_bytes(cache_dir("stats")), size_limit(),
-                                             None if store.limits.public else str(cache_dir("stats")))}
+                                             None if store.limits.public else str(cache_dir("stats")),
+                                             _keeps_decompositions(DEFAULT_MODEL))}
+
+
+@functools.cache
+def _keeps_decompositions(model: str) -> bool | None:
+    """Whether a run of `model` stores its SVDs under this cache's bound (None: its config cannot be read)."""
+    try:
+        return keeps_decompositions(find_layout(meta_model(read_config(model))).dense_params)
+    except ModelLoadError:
+        return None
 
 
 def calibration_choices() -> list[tuple[str, str]]:

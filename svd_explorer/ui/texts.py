@@ -145,15 +145,22 @@ def _parts_table(summary: dict) -> list[str]:
 # 404 MB of statistics (float64 Gram matrices as upper triangles: their size depends on the model, not on the
 # text) and 448 MB of stored decompositions; methods that read the compressed stream (aa-svd, saes-svd) store
 # neither by default.
-CACHE_PER_RUN = "about 0.85 GB the first time (404 MB of statistics, 448 MB of stored decompositions)"
+def cache_per_run(keeps_decompositions: bool | None) -> str:
+    """What a first run adds (measured, command above); None: not known whether this bound keeps SVDs."""
+    if keeps_decompositions is None:
+        return "404 MB of statistics the first time, and 448 MB of decompositions where the bound allows"
+    if keeps_decompositions:
+        return "about 0.85 GB the first time (404 MB of statistics, 448 MB of stored decompositions)"
+    return "about 0.4 GB the first time (404 MB of statistics; under this bound its decompositions are not kept)"
 
 
-def disk_markdown(used: int, limit: float, folder: str | None) -> str:
+def disk_markdown(used: int, limit: float, folder: str | None, keeps_decompositions: bool | None) -> str:
     """The cache's size and bound; the folder only on a user's own machine."""
     where = f" in `{folder}`" if folder else ""
     return (f"<small>Disk: the statistics cache{where} holds **{size(used)}** (bound {size(int(limit))}, oldest "
             f"evicted first; `SVD_EXPLORER_STATS_CACHE_GB`). A run of the embedded model at the page's defaults "
-            f"adds {CACHE_PER_RUN}; runs of the same model and calibration text share it.</small>")
+            f"adds {cache_per_run(keeps_decompositions)}; runs of the same model and calibration text share "
+            f"it.</small>")
 
 
 def gallery_status(label: str) -> str:
