@@ -248,6 +248,8 @@ def test_allocation_options_are_checked():
         get_allocation("depth", blocks="many")
     with pytest.raises(ValueError, match="kept fraction must be strictly between 0 and 1"):
         get_allocation("sensitivity", fractions="0.5,1.5")
+    with pytest.raises(ValueError, match="at most 12 kept fractions, got 49"):
+        get_allocation("sensitivity", fractions=",".join(f".{i:02d}" for i in range(1, 50)))
     with pytest.raises(ValueError, match="measure must be all or a kept fraction"):
         get_allocation("sensitivity", measure="some")
     with pytest.raises(ValueError, match="score"):

@@ -1,6 +1,7 @@
 """The command line end to end on a tiny local model, the run description, and every bad input's one line."""
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from svd_explorer.cli.flags import config_from_args
 from svd_explorer.cli.main import build_parser, main
 from svd_explorer.compress.allocation import ALLOCATIONS
 from svd_explorer.compress.methods import REGISTRY
-from svd_explorer.run.config import PRESETS, RunConfig, with_preset
+from svd_explorer.run.config import PRESETS, RunConfig, command_line, with_preset
 
 COMMON = ["--seq-len", "16", "--calib-samples", "4", "--eval-windows", "3", "--batch-size", "2"]
 
@@ -88,6 +89,8 @@ def test_the_default_save_is_bfloat16_and_half_the_size(tiny_folder, text_file, 
     (["--method", "asvd", "--ratio", "0.2", "--alpha", "9"], "alpha must be between 0.0 and 2.0"),
     (["--method", "svd", "--ratio", "0.2", "--refine-lr", "-1"], "refine_lr must be a positive number"),
     (["--method", "svd", "--ratio", "0.2", "--search-windows", "5000"], "search_windows must be at most 32"),
+    (["--method", "svd", "--ratio", "0.2", "--eval-windows", "0", "--extra-eval", "self"], "give eval_windows > 0"),
+    (["--method", "svd", "--ratio", "0.2", "--extra-eval", "none"], "none is not one"),
 ])
 def test_bad_arguments_get_one_clear_line(tiny_folder, text_file, args, message, capsys):
     assert main(compress(tiny_folder, text_file, *args)) == 2
@@ -161,6 +164,26 @@ def test_eval_windows_all_reads_the_whole_text(tiny_folder, text_file, tmp_path)
     assert main(["evaluate", "--model", str(tiny_folder), "--eval", str(text_file), "--eval-windows", "2",
                  "--seq-len", "16", "--json", str(out)]) == 0
     assert whole > json.loads(out.read_text())["evaluation"]["windows"] == 2
+
+
+@pytest.mark.parametrize("config", [
+    RunConfig(method="ressvd", ratio=0.3, options={"residual": True}, allocation="depth",
+              allocation_options={"blocks": 4}),
+    RunConfig(method="ressvd", options={"residual": False}, cost=False, eval_windows=None, seed=5),
+    RunConfig(method="svd-llm", allocation="sensitivity", allocation_options={"fractions": "0.4, 0.6", "score": "kl"},
+              output="/tmp/my run", force=True, extra_eval=("ptb", "lambada"), revision="refs/pr/1"),
+    with_preset("paper", method="aa-svd", refine_steps=50, stats_cache="off", merge=True, quantize="int8"),
+])
+def test_the_cards_command_line_parses_back_to_the_same_run(config):
+    """The command a saved model's card quotes rebuilds its RunConfig: switches as on/off, --no-cost, quoted
+    values (a bare --residual, a lost False, an unquoted path with a space each broke it)."""
+    words = shlex.split(command_line(config))
+    assert words[:4] == ["python", "-m", "svd_explorer", "compress"]
+    again = config_from_args(build_parser().parse_args(words[3:]))
+    same = ("build_method", "build_allocation")
+    assert {**again.to_dict(), "options": {}, "allocation_options": {}} == \
+        {**config.to_dict(), "options": {}, "allocation_options": {}}
+    assert all(getattr(again, f)().config == getattr(config, f)().config for f in same)
 
 
 def test_run_config_round_trips_through_json_and_presets_expand():

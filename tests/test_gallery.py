@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import GALLERY_PROMPTS
 
+from svd_explorer.compress.allocation import ALLOCATIONS
 from svd_explorer.study import gallery
 from svd_explorer.ui import callbacks, starts, texts
 from svd_explorer.ui.layout import FIGURES, START
@@ -106,6 +107,25 @@ def test_a_starting_point_sets_the_controls_and_says_what_to_look_at(store):
     assert out["status"].startswith("Showing **gallery · svd-llm")        # the status line names the run shown
     assert set(out) <= set(START)                                          # every part reaches the page
     assert "needs the gallery" in callbacks.start(store, "v", "The ACES search")["start_info"]
+
+
+def test_a_gallery_runs_options_reach_the_page_so_compress_runs_that_setting():
+    """A sensitivity run made with measure=0.5, score=kl: the page's controls took only method, allocation and
+    ratio, so Compress ran ASVD's six-fraction search instead (and its estimate borrowed the faster run's)."""
+    entry = gallery.Entry("svd-llm/sensitivity/0.2", "svd-llm + sensitivity, 20%", {
+        "method": "svd-llm", "ratio": 0.2, "config": {"allocation": "sensitivity", "options": {},
+                                                     "allocation_options": {"measure": 0.5, "score": "kl"}}}, [])
+    out = callbacks.setting_controls(entry)
+    assert out["opt__sensitivity__measure"] == 0.5 and out["opt__sensitivity__score"] == "kl"
+    assert out["opt__sensitivity__fractions"] == "0.4,0.5,0.6,0.7,0.8,0.9"       # left at its default, so reset
+    page = {"method": "svd-llm", "allocation": "sensitivity", **out}
+    assert callbacks.chosen_options(ALLOCATIONS, "sensitivity", page)["measure"] == 0.5
+    saes = gallery.Entry("saes-svd/auto/0.2", "saes", {"method": "saes-svd", "ratio": 0.2, "config": {
+        "allocation": "auto", "options": {"beta": 0.4}}}, [])
+    fixed = callbacks.setting_controls(saes)
+    assert fixed["fix__saes_svd__beta"] is True and fixed["opt__saes_svd__beta"]["value"] == 0.4
+    assert not any(k.startswith("opt__sensitivity") for k in fixed)              # 'auto' sends no allocation options
+    assert set(out) | set(fixed) <= set(START)
 
 
 def gallery_bench():

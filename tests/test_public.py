@@ -33,6 +33,9 @@ def test_public_mode_loads_only_listed_models(tiny_folder):
     Limits.of(True, models=(str(tiny_folder),)).check_model(str(tiny_folder))   # an operator's explicit choice
     with pytest.raises(ConfigError, match="refine steps is at most 10 here"):
         Limits.of(refine_steps=10).check_values(refine_steps=11)
+    for missing in (None, "3", True):                # what an API caller may send instead of a count
+        with pytest.raises(ConfigError, match="new tokens must be a number"):
+            Limits.of().check_values(new_tokens=missing)
 
 
 def public_limits(tiny_folder, **changes) -> Limits:

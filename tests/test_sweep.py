@@ -5,6 +5,7 @@ import time
 import pytest
 
 from svd_explorer.cli.main import main
+from svd_explorer.errors import ConfigError
 from svd_explorer.study.sweep import reference_forward
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -133,6 +134,21 @@ def test_a_runs_time_counts_its_allocation_search():
     assert row["seconds"] == (460.0, None) and row["x_forward"] == (23.0, None)
 
 
+def test_a_sweeps_allocation_drawn_in_its_own_style_when_it_has_options():
+    """The summary names "sensitivity (measure=0.5 score=kl)", which the line styles missed: it was drawn solid,
+    as uniform is."""
+    from svd_explorer.figures.plots import pareto_figure
+    from svd_explorer.study.comparison import aggregate
+
+    def run(allocation, options):
+        return {"method": "svd-llm", "ratio": 0.2, "ppl_compressed": 50.0, "evaluation": {"source": "wikitext2"},
+                "params_after": 8, "params_before": 10, "seconds": 1.0,
+                "config": {"seed": 0, "allocation": allocation, "allocation_options": options}}
+    summary = aggregate([run("sensitivity", {"measure": 0.5, "score": "kl"}), run("uniform", {})])
+    dashes = {t.name: t.line.dash for t in pareto_figure(summary, [], "ppl_wikitext2").data}
+    assert dashes == {"svd-llm + sensitivity (measure=0.5 score=kl)": "dashdot", "svd-llm + uniform": "solid"}
+
+
 def test_a_sweeps_allocation_options_go_to_the_allocations_that_have_them(tiny_folder, text_file):
     from svd_explorer.cli.main import build_parser
     from svd_explorer.cli.sweep import grid
@@ -147,6 +163,37 @@ def test_a_sweeps_allocation_options_go_to_the_allocations_that_have_them(tiny_f
     assert run_name(sensitivity) == "svd-llm-sensitivity_measure0.5-refine_auto-r0.2-s0"
     row = {"method": "svd-llm", "ratio": 0.2, "config": sensitivity.to_dict()}
     assert group_key(row)[1] == "sensitivity (measure=0.5)"
+
+
+def test_a_sweep_takes_seed_auto_options_and_refuses_an_option_nothing_uses(tiny_folder, text_file):
+    """--seed was overwritten by --seeds' default 0; --blocks was dropped for ressvd's auto (depth) allocation, and
+    an option no allocation of the grid has was dropped without a word."""
+    from svd_explorer.cli.main import build_parser
+    from svd_explorer.cli.sweep import grid
+
+    def configs(*extra):
+        return grid(build_parser().parse_args(["sweep", "--model", str(tiny_folder), "--ratios", "0.2", "--calib",
+                                               str(text_file), "--seq-len", "16", "--out", "x", *extra]))
+    assert [c.seed for c in configs("--methods", "svd", "--seed", "5")] == [5]
+    assert [c.seed for c in configs("--methods", "svd", "--seed", "5", "--seeds", "1,2")] == [1, 2]
+    auto, depth = configs("--methods", "ressvd", "--allocations", "auto,depth", "--blocks", "2")
+    assert auto.allocation_options == depth.allocation_options == {"blocks": "2"}
+    with pytest.raises(ConfigError, match="--measure applies to no allocation of this sweep"):
+        configs("--methods", "svd", "--allocations", "uniform", "--measure", "0.5")
+
+
+def test_a_sweep_folder_refuses_a_rerun_that_quantizes_and_accepts_an_older_folder(tmp_path):
+    """--quantize changes every number, so a folder written without it must not count its runs as done; a folder
+    written before the field existed still reads as the default."""
+    from svd_explorer.run.config import RunConfig
+    from svd_explorer.study.sweep import check_folder, protocol
+
+    check_folder(tmp_path, [RunConfig()])
+    with pytest.raises(ConfigError, match="quantize was 'none', now 'int8'"):
+        check_folder(tmp_path, [RunConfig(quantize="int8")])
+    older = {k: v for k, v in protocol(RunConfig()).items() if k not in ("quantize", "tasks", "limit", "task_data")}
+    (tmp_path / "sweep.json").write_text(json.dumps(older))
+    check_folder(tmp_path, [RunConfig()])
 
 
 def test_a_worker_loads_its_model_once_and_every_run_on_it_scores_as_a_fresh_load(tiny_folder, text_file):

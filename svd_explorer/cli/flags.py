@@ -71,6 +71,7 @@ def add_options(parser, registry, title: str, prefix: str) -> None:
 def add_model(parser) -> None:
     parser.add_argument("--model", help=f"{', '.join(EMBEDDED)} (embedded), a Hugging Face id, a local folder or a "
                                         f"compressed-model folder (default {DEFAULT_MODEL})")
+    parser.add_argument("--revision", help="a hub model's branch, tag or commit (default: its main branch)")
     parser.add_argument("--device", help="auto (an accelerator when present), cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", help="weights: auto (float32 on a CPU, bfloat16 on an accelerator), float32, "
                                         "bfloat16 or float16; statistics and decompositions stay float32/64")

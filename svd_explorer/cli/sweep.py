@@ -27,7 +27,7 @@ def add_sweep_parser(sub) -> None:
     s.add_argument("--allocations", type=split_list, default=["auto"], help="comma-separated allocations (auto)")
     s.add_argument("--refine", choices=("auto", "on", "off"), help="block refinement stage for every run")
     s.add_argument("--ratios", required=True, type=split_list, help="comma-separated ratios in (0, 1)")
-    s.add_argument("--seeds", type=split_list, default=["0"], help="comma-separated calibration seeds")
+    s.add_argument("--seeds", type=split_list, help="comma-separated calibration seeds (default: --seed, 0)")
     s.add_argument("--out", required=True, help="sweep folder: one JSON per run, summary.csv/.md, pareto.html")
     s.add_argument("--address", help="an existing Ray cluster: auto or ray://HOST:PORT (default: local Ray)")
     s.add_argument("--cpus-per-run", type=integer(1), help="CPUs per run (default: all of this machine's)")
@@ -49,15 +49,23 @@ def grid(args) -> list[RunConfig]:
     for method in args.methods:
         for allocation in args.allocations:
             for ratio in (_ratio(r) for r in args.ratios):
-                for seed in (_seed(s) for s in args.seeds):
+                for seed in (_seed(s) for s in args.seeds or [str(base.seed)]):
+                    options = study.options_of(allocation, base.allocation_options, method)
                     config = base.replace(method=method, allocation=allocation, ratio=ratio, seed=seed,
-                                          allocation_options=study.options_of(allocation, base.allocation_options))
+                                          allocation_options=options)
                     try:
                         plan(config)
                     except ConfigError as err:
                         raise ConfigError(f"{method} / {allocation} / ratio {ratio:g} / seed {seed}: {err}") from None
                     configs.append(config)
+    _every_option_used(base.allocation_options, configs)
     return configs
+
+
+def _every_option_used(options: dict, configs: list[RunConfig]) -> None:
+    unused = set(options) - {name for c in configs for name in c.allocation_options}
+    if unused:
+        raise ConfigError(f"--{sorted(unused)[0].replace('_', '-')} applies to no allocation of this sweep")
 
 
 def _ratio(text: str) -> float:

@@ -134,8 +134,10 @@ def error_heatmap(result: dict) -> go.Figure:
 
 
 def allocation_dash(name: str) -> str:
-    """The allocation's own line style ("auto", the method's own, is drawn solid)."""
-    return ALLOCATIONS[name].dash if name in ALLOCATIONS else "solid"
+    """The allocation's own line style ("auto", the method's own, is drawn solid); a sweep's summary names it
+    with its options, "sensitivity (measure=0.5 score=kl)", drawn as sensitivity."""
+    bare = name.split(" (", 1)[0]
+    return ALLOCATIONS[bare].dash if bare in ALLOCATIONS else "solid"
 
 
 NO_ACES = "this run has no ACES search"

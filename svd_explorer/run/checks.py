@@ -85,6 +85,10 @@ def _sources(c: RunConfig) -> None:
         raise ConfigError(str(err)) from None
     if c.calib == "none":
         raise ConfigError("calibration text cannot be none")
+    if "none" in c.extra_eval:
+        raise ConfigError("extra_eval lists texts to score; none is not one (leave it out)")
+    if c.extra_eval and c.eval_windows == 0:
+        raise ConfigError("extra_eval reads as many windows as eval_windows, which is 0: give eval_windows > 0")
 
 
 def _tasks(c: RunConfig) -> None:

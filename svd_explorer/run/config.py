@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from dataclasses import dataclass, field
 
 from ..compress.allocation import Allocation, allocation_for
@@ -115,7 +116,7 @@ FLAG_NAMES = {"eval_source": "--eval"}   # fields whose command-line flag is not
 
 def command_line(config: RunConfig) -> str:
     """The `python -m svd_explorer compress` line that describes `config`: its preset and every value that
-    differs from the preset's (a saved model's card quotes it)."""
+    differs from the preset's, quoted for a shell (a saved model's card quotes it; a test parses it back)."""
     base = (with_preset(config.preset) if config.preset in PRESETS else RunConfig()).to_dict()
     words = ["python -m svd_explorer compress", f"--preset {config.preset}"]
     for name, value in config.to_dict().items():
@@ -123,19 +124,29 @@ def command_line(config: RunConfig) -> str:
                                                                       name not in ("method", "ratio")):
             continue
         words.append(_flag(name, value))
-    words += [_flag(k, v) for k, v in {**config.options, **config.allocation_options}.items()]
+    words += [_option_flag(k, v) for k, v in {**config.options, **config.allocation_options}.items()]
     return " ".join(w for w in words if w)
 
 
 def _flag(name: str, value) -> str:
     flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
-    if value is True:
-        return flag
-    if value is None or value is False:
-        return "" if value is False else f"{flag} all" if name == "eval_windows" else ""
+    if name == "cost":
+        return "" if value else "--no-cost"
+    if isinstance(value, bool):
+        return flag if value else ""
+    if value is None:
+        return f"{flag} all" if name == "eval_windows" else ""
     if name == "stats_cache" and value == "off":
         return "--no-stats-cache"
-    return f"{flag} {','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
+    return f"{flag} {shlex.quote(','.join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))}"
+
+
+def _option_flag(name: str, value) -> str:
+    """A method or allocation option as its flag; on/off for a switch (a bare flag takes no value)."""
+    if value is None:
+        return ""
+    text = ("on" if value else "off") if isinstance(value, bool) else str(value)
+    return f"--{name.replace('_', '-')} {shlex.quote(text)}"
 
 
 def split_list(value) -> list[str]:

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 import torch
 
 from ..compress.allocation import ALLOCATIONS
+from ..compress.methods import REGISTRY
 from ..errors import ConfigError
 from ..figures.plots import pareto_figure
 from ..run.config import RunConfig
@@ -34,7 +35,8 @@ from .comparison import RESULTS, aggregate, csv_text, markdown, read_folder
 
 PROTOCOL_FIELDS = ("model", "revision", "calib", "calib_samples", "seq_len", "eval_source", "eval_windows",
                    "extra_eval", "dev_windows", "search_windows", "batch_size", "precision", "device", "dtype",
-                   "preset", "refine_steps", "refine_lr", "refine_batch", "refine_params")
+                   "preset", "refine_steps", "refine_lr", "refine_batch", "refine_params", "quantize", "tasks",
+                   "limit", "task_data")
 ADDRESS_TIMEOUT = 3.0
 
 
@@ -42,9 +44,11 @@ ADDRESS_TIMEOUT = 3.0
 # The grid
 # ---------------------------------------------------------------------------------------------
 
-def options_of(allocation: str, options: dict) -> dict:
-    """The allocation options the named allocation has (a sweep's flags apply to the allocations that have them)."""
-    names = {o.name for o in ALLOCATIONS[allocation].options} if allocation in ALLOCATIONS else set()
+def options_of(allocation: str, options: dict, method: str) -> dict:
+    """The allocation options the named allocation has (a sweep's flags apply to the allocations that have them);
+    "auto" is the method's own allocation, whose options it takes as compress does."""
+    name = REGISTRY[method].default_allocation[0] if allocation == "auto" and method in REGISTRY else allocation
+    names = {o.name for o in ALLOCATIONS[name].options} if name in ALLOCATIONS else set()
     return {k: v for k, v in options.items() if k in names}
 
 
@@ -64,7 +68,8 @@ def check_folder(out: Path, configs: list[RunConfig]) -> None:
     path = out / "sweep.json"
     if path.exists():
         stored = json.loads(path.read_text())
-        different = {k: (stored.get(k), v) for k, v in wanted.items() if stored.get(k) != v}
+        defaults = protocol(RunConfig())                # fields added since an older folder was written
+        different = {k: (stored.get(k, defaults[k]), v) for k, v in wanted.items() if stored.get(k, defaults[k]) != v}
         if different:
             detail = "; ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in different.items())
             raise ConfigError(f"{out} was written by another sweep protocol: {detail}")

@@ -73,6 +73,34 @@ def chosen_options(registry, owner: str, values: dict) -> dict:
     return out
 
 
+def option_controls() -> list[str]:
+    """The names of every option control the page holds (each method's and allocation's, 'fix' boxes too)."""
+    return [option_key(kind, owner, o.name) for registry in (REGISTRY, ALLOCATIONS) for owner, cls in registry.items()
+            for o in cls.options for kind in (("opt", "fix") if o.unset is not None else ("opt",))]
+
+
+def setting_controls(entry) -> dict:
+    """The option controls set to a gallery run's options, the ones it left at their default included, so that
+    Compress then runs that setting (an option chosen automatically stays unfixed unless the run fixed it)."""
+    method, allocation, _ = entry.setting
+    config = entry.result.get("config", {})
+    out = _owner_controls(REGISTRY, method, config.get("options") or {})
+    if allocation != "auto":
+        out |= _owner_controls(ALLOCATIONS, allocation, config.get("allocation_options") or {})
+    return out
+
+
+def _owner_controls(registry, owner: str, given: dict) -> dict:
+    out = {}
+    for option in registry[owner].options:
+        value = given.get(option.name, option.default)
+        if option.unset is not None:
+            out[option_key("fix", owner, option.name)] = value is not None
+            value = {"__type__": "update", "value": value, "interactive": value is not None}
+        out[option_key("opt", owner, option.name)] = value
+    return out
+
+
 def page_plan(store: Store, v: dict) -> Plan:
     """The checked plan of the run the page describes; raises ConfigError naming the control."""
     limits = store.limits
@@ -436,7 +464,8 @@ def opened(store: Store, session: str) -> dict:
     shown = gallery.entry(gallery.default) or gallery.entries[0]
     beside = [e.name for e in gallery.entries if e.result["ratio"] == shown.result["ratio"] and e.name != shown.name
               and e.allocation == "auto" and e.model == shown.model]
-    return _showing(store, session, shown.name, beside) | {"status": texts.gallery_status(shown.label)}
+    return _showing(store, session, shown.name, beside) | setting_controls(shown) | {
+        "status": texts.gallery_status(shown.label)}
 
 
 def start(store: Store, session: str, title: str) -> dict:
@@ -448,7 +477,7 @@ def start(store: Store, session: str, title: str) -> dict:
     shown = store.gallery.entry(chosen.shown)
     method, allocation, ratio = shown.setting
     model = {"model": shown.model} if store.offers(shown.model) else {}    # a Space may not list it
-    return _showing(store, session, chosen.shown, list(chosen.beside)) | model | {
+    return _showing(store, session, chosen.shown, list(chosen.beside)) | model | setting_controls(shown) | {
         "start_info": f"**{chosen.title}.** {chosen.look}", "method": method, "allocation": allocation,
         "ratio": ratio, "status": texts.gallery_status(shown.label)}
 

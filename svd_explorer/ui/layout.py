@@ -201,8 +201,8 @@ def _option_controls(page: Page, kind: str, owner: str, option) -> None:
         field = page.add(key, gr.Number(None, label=label, info=option.help, interactive=False, minimum=low,
                                         maximum=high))
         middle = (low + high) / 2 if option.bounds else option.default
-        fix.change(lambda on: gr.update(interactive=on, value=middle if on else None), fix, field, api_name=False,
-                   queue=False)
+        fix.input(lambda on: gr.update(interactive=on, value=middle if on else None), fix, field, api_name=False,
+                  queue=False)       # input, not change: a starting point sets both the box and the field
     elif option.choices and set(option.choices) == {True, False}:
         page.add(key, gr.Checkbox(option.default, label=label, info=option.help))
     elif option.choices:
@@ -360,8 +360,9 @@ PLUGIN_PLOTS = [f"{name}_plot" for tab in cb.plugin_tabs() for name in tab.figur
 FIGURES = ["metrics", "spectrum_plot", "depth_plot", "heatmap_plot", "rank_plot", *PLUGIN_PLOTS, "refine_plot",
            "cost_table", "cost_plot", "compare_plot", "history"]
 SHOW = ["run_box", "block_box", "kind_box", "depth_metric", "compare_metric", "beside_box"]
-OPENED = ["status", "run_box", "beside_box"]
-START = ["start_info", "status", "run_box", "beside_box", "model", "method", "allocation", "ratio"]
+OPENED = ["status", "run_box", "beside_box", *cb.option_controls()]
+START = ["start_info", "status", "run_box", "beside_box", "model", "method", "allocation", "ratio",
+         *cb.option_controls()]
 DOWNLOAD = ["download_info", "model_file", "json_file"]
 ZERO_SHOT = ["zero_status", "zero_table", "zero_plot"]
 

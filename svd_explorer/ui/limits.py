@@ -100,12 +100,11 @@ class Limits:
                               f"{self.max_params / 1e6:.0f}M", "model")
 
     def check_values(self, **values) -> None:
-        """Each count within its bound (names as in BOUNDS), with a message naming the control."""
+        """Each count within its bound (names as in BOUNDS), with a message naming the control; a missing value
+        (an API caller may send none) is refused too, rather than failing later in int()."""
         for name, value in values.items():
             high = getattr(self, name)
-            if value is None:
-                continue
-            if not isinstance(value, (int, float)) or value != value or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
                 raise ConfigError(f"{name.replace('_', ' ')} must be a number >= 0, got {value!r}")
             if high and value > high:
                 raise ConfigError(f"{name.replace('_', ' ')} is at most {high} here (you asked for {value:g})")

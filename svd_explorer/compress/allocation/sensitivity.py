@@ -26,6 +26,7 @@ from .base import Allocated, Allocation, NeedsData, Option, fill, kept_params, r
 from .solver import Candidate, solve
 
 DEFAULT_FRACTIONS = "0.4,0.5,0.6,0.7,0.8,0.9"
+MAX_FRACTIONS = 12      # each costs one forward per projection with measure=all: a bound a stranger cannot push
 SCORES = ("perplexity", "kl")
 SOLVERS = ("threshold", "exact")
 DENSE = 1.0         # the kept fraction of a projection left dense: its row holds the model's own perplexity
@@ -38,6 +39,8 @@ def parse_fractions(text: str) -> list[float]:
         raise ValueError(f"sensitivity: fractions must be numbers separated by commas, got {text!r}") from None
     if not values or not all(0 < v < 1 for v in values):
         raise ValueError("sensitivity: every kept fraction must be strictly between 0 and 1")
+    if len(values) > MAX_FRACTIONS:
+        raise ValueError(f"sensitivity: at most {MAX_FRACTIONS} kept fractions, got {len(values)}")
     return values
 
 
