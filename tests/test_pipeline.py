@@ -12,6 +12,7 @@ from svd_explorer.compress.methods import get_method
 from svd_explorer.compress.methods.svd_llm import SVDLLM
 from svd_explorer.compress.pipeline import Cancelled, compress_model
 from svd_explorer.compress.refine import RefineData, RefineSettings, refine_block
+from svd_explorer.compress.stats import Accumulator
 from svd_explorer.model.architectures import ARCHITECTURES as TABLE
 from svd_explorer.model.blocks import find_layout
 from svd_explorer.model.discovery import discover
@@ -190,6 +191,37 @@ def test_the_restore_check_reads_the_leading_batches_holding_eight_windows():
         expected = sum(float(((block(x) - y) ** 2).sum()) for x, y in zip(inputs[:2], targets[:2])) / (2 * 4 * 5 * 8)
     record, _ = refine_block(block, data, RefineSettings(steps=3, lr=1e-3, batch=4))
     assert record["checked_windows"] == 8 and record["loss_before"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_refinement_step_spans_batches_when_it_asks_for_more_windows_than_one_holds():
+    """The paper preset asks 32 windows a step from calibration batches of 8: each step was cut to 8. One step
+    over four batches must equal one step over the same 32 windows held in one batch."""
+    torch.manual_seed(0)
+    inputs, targets = [torch.randn(8, 5, 8) for _ in range(4)], [torch.randn(8, 5, 8) for _ in range(4)]
+    calls = [lambda b, x: b(x)] * 4
+    split = RefineData(inputs, targets, calls, lambda: None, contextlib.nullcontext())
+    joined = RefineData([torch.cat(inputs)], [torch.cat(targets)], calls[:1], lambda: None, contextlib.nullcontext())
+    assert [sum(c[0].shape[0] for c in step) for step in split.steps(32)] == [32]
+    assert [len(step) for step in split.steps(8)] == [1] * 4                  # a step within one batch: one chunk
+    blocks = [torch.nn.Linear(8, 8) for _ in range(2)]
+    blocks[1].load_state_dict(blocks[0].state_dict())
+    records = [refine_block(b, d, RefineSettings(steps=1, lr=1e-2, batch=32))[0]
+               for b, d in zip(blocks, (split, joined))]
+    assert records[0]["losses"][0] == pytest.approx(records[1]["losses"][0], rel=1e-6)
+    assert torch.allclose(blocks[0].weight, blocks[1].weight, atol=1e-6)
+
+
+def test_statistics_stay_float32_products_when_the_block_runs_in_bfloat16_autocast():
+    """The original-stream Gram matrices were bfloat16 products under the passes' autocast (rel. error ~1e-3, an
+    indefinite Gram on ill-conditioned activations); the compressed stream's were not."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 64, 48) * torch.logspace(0, -3, 48)
+    exact = (x.reshape(-1, 48).double().mT @ x.reshape(-1, 48).double()) / 256
+    acc = Accumulator(frozenset({"f"}))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        acc.add(x, None)
+    gram = acc.finish().gram_f
+    assert ((gram - exact).norm() / exact.norm()).item() < 1e-6
 
 
 def test_an_already_compressed_model_is_refused_clearly():

@@ -131,7 +131,8 @@ def cache_key(model_source: str, revision, calibration: str, tokens: str, sample
     return {"model": model_source, "revision": revision, "files": local_files(model_source),
             "calibration": calibration, "tokens": tokens, "samples": samples, "seq_len": seq_len, "seed": seed,
             "batch_size": batch_size, "precision": passes.precision, "dtype": str(passes.stream_dtype),
-            "device": passes.device.type, "torch": torch.__version__, "storage": "gram upper triangle"}
+            "device": passes.device.type, "torch": torch.__version__, "storage": "gram upper triangle"} | (
+        {} if passes.precision == "float32" else {"products": "float32"})   # earlier bfloat16 passes' were not
 
 
 def local_files(source: str) -> list | None:

@@ -65,6 +65,19 @@ class RefineData:
         return out
 
 
+    def steps(self, size: int) -> list[list[tuple]]:
+        """The chunks of each optimizer step: `size` windows, gathered across calibration batches when a batch
+        holds fewer (the paper preset's 32 windows a step from batches of 8), in a fixed order."""
+        groups, current, rows = [], [], 0
+        for chunk in self.chunks(size):
+            current.append(chunk)
+            rows += chunk[0].shape[0]
+            if rows >= size:
+                groups.append(current)
+                current, rows = [], 0
+        return groups + ([current] if current else [])
+
+
 def lr_multiplier(step: int, total: int) -> float:
     warm = max(1, int(total * WARMUP))
     if step < warm:
@@ -153,11 +166,11 @@ def _refine(block, data: RefineData, s: RefineSettings) -> tuple[dict, list[torc
 
 
 def _train(block, params, data: RefineData, s: RefineSettings) -> list[float]:
-    chunks = data.chunks(s.batch)
+    steps = data.steps(s.batch)
     order: list[int] = []
     generator = torch.Generator().manual_seed(s.seed)
     while len(order) < s.steps:
-        order += torch.randperm(len(chunks), generator=generator).tolist()
+        order += torch.randperm(len(steps), generator=generator).tolist()
     for _, p in params:
         p.requires_grad_(True)
     optimizer = adamw([p for _, p in params], s.lr)
@@ -165,19 +178,28 @@ def _train(block, params, data: RefineData, s: RefineSettings) -> list[float]:
     try:
         for step in range(s.steps):
             data.check()
-            x, y, call = chunks[order[step]]
             for group in optimizer.param_groups:
                 group["lr"] = s.lr * lr_multiplier(step, s.steps)
-            with torch.enable_grad(), data.autocast:
-                out = call(block, x.float())
-            loss = F.mse_loss(out.float(), y.float())
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            losses.append(_accumulate(block, steps[order[step]], data))
             torch.nn.utils.clip_grad_norm_([p for _, p in params], GRAD_CLIP)
             optimizer.step()
-            losses.append(loss.item())
     finally:
         for _, p in params:
             p.requires_grad_(False)
             p.grad = None
     return losses
+
+
+def _accumulate(block, chunks: list[tuple], data: RefineData) -> float:
+    """One step's gradient of the mean squared error over its windows, one chunk's backward at a time (a step of
+    one chunk takes the plain mean, bit for bit as before steps could span batches)."""
+    total, summed = sum(y.numel() for _, y, _ in chunks), 0.0
+    for x, y, call in chunks:
+        with torch.enable_grad(), data.autocast:
+            out = call(block, x.float())
+        loss = F.mse_loss(out.float(), y.float()) if len(chunks) == 1 else \
+            F.mse_loss(out.float(), y.float(), reduction="sum") / total
+        loss.backward()
+        summed += loss.item()
+    return summed

@@ -76,9 +76,11 @@ class Accumulator:
             products["x"] = lambda: _flat(x_f).mT @ _flat(x_c)
         if "absmean" in self.want:
             products["absmean"] = lambda: _flat(x_f).abs().sum(0)
-        for key, product in products.items():
-            value = product().to(self.home).double() if self.home is not None else product().double()
-            self.sums[key] = value if key not in self.sums else self.sums[key].add_(value)
+        device = (x_f if x_f is not None else x_c).device.type
+        with torch.autocast(device, enabled=False):     # the block may run in bfloat16 autocast: products never do
+            for key, product in products.items():
+                value = product().to(self.home).double() if self.home is not None else product().double()
+                self.sums[key] = value if key not in self.sums else self.sums[key].add_(value)
         self.tokens += _flat(x_f if x_f is not None else x_c).shape[0]
 
     def finish(self) -> Statistics:
