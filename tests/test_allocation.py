@@ -246,6 +246,11 @@ def test_allocation_options_are_checked():
         get_allocation("magic")
     with pytest.raises(ValueError, match="blocks must be auto, search or a number"):
         get_allocation("depth", blocks="many")
+    for endless in ("inf", "1e999", "2.5"):          # int(float("inf")) was an OverflowError in the budget
+        with pytest.raises(ValueError, match="blocks must be auto, search or a whole number"):
+            get_allocation("depth", blocks=endless)
+    with pytest.raises(ValueError, match="slope must be at least 0.0"):
+        get_allocation("depth", slope="nan")
     with pytest.raises(ValueError, match="kept fraction must be strictly between 0 and 1"):
         get_allocation("sensitivity", fractions="0.5,1.5")
     with pytest.raises(ValueError, match="at most 12 kept fractions, got 49"):

@@ -7,6 +7,7 @@ from conftest import SAMPLE_TEXT, char_tokenizer
 from svd_explorer.model.loading import load_model
 from svd_explorer.text.sources import (
     DataError,
+    check_source,
     consecutive_windows,
     development_windows,
     disjoint_starts,
@@ -187,3 +188,26 @@ def test_sampled_text_is_reused_for_the_same_model_and_seed(monkeypatch, tmp_pat
     monkeypatch.setattr(sampled, "MAX_FILES", 2)
     sampled.sampled_windows(model, tok, 3, 8, seed=7)
     assert len(list((tmp_path / "text").glob("*.pt"))) == 2
+
+
+def test_a_small_parquet_file_cannot_unpack_into_gigabytes(tmp_path, monkeypatch):
+    """5 KB of dictionary-encoded parquet held 2,000,000 rows of 10,000 characters (20 GB as text): reading stops
+    at a character budget, and a file whose pages alone unpack beyond four budgets is refused before any run."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from svd_explorer.text import sources
+
+    monkeypatch.setattr(sources, "PARQUET_CHARS", 1_000_000)
+    path = tmp_path / "bomb.parquet"
+    pq.write_table(pa.table({"text": pa.array(["x" * 10_000] * 2_000, pa.string()).dictionary_encode()}), path,
+                   compression="zstd")
+    assert path.stat().st_size < 20_000
+    check_source(str(path), "train")
+    assert len(load_text(str(path)).text) <= 1_000_000 + 2 * 100          # the budget, and the joins
+    huge = tmp_path / "huge.parquet"
+    pq.write_table(pa.table({"text": ["y" * 5_000_000]}), huge, compression="zstd", use_dictionary=False)
+    with pytest.raises(DataError, match="unpacks to"):
+        check_source(str(huge), "train")
+    with pytest.raises(DataError, match="choose a calibration text"):
+        check_source(None, "train")

@@ -217,6 +217,25 @@ def test_identical_requests_share_one_job_and_a_leaver_stops_only_their_own_foll
     assert lonely.cancel.is_set()                             # nobody follows it any more: it stops
 
 
+def test_the_only_follower_pressing_stop_is_told_the_run_stopped_not_that_it_goes_on(tmp_path):
+    """A job that checks its stop flag every 1.5 s: the status said "it goes on for the other visitors", though
+    there were none and the job was being cancelled."""
+    store = Store("src", Limits.of(True), tmp_path, preload=False)
+
+    def work(job):
+        while True:
+            time.sleep(0.5)
+            if job.cancel.is_set():
+                raise callbacks.Cancelled()
+
+    job = store.jobs.submit("a", "compress", work, key="k")
+    while job.status != "running":
+        time.sleep(0.01)
+    assert callbacks.stop(store, "a")["status"].startswith("Stopping")
+    out = callbacks._finish(store, "a", job, None, "label", "k")
+    assert out["status"].startswith("Stopped") and job.id not in store.jobs.jobs
+
+
 def test_a_finished_identical_request_is_answered_at_once_with_the_shared_model(tmp_path):
     store = Store("src", Limits.of(True, models_kept=1), tmp_path, preload=False)
     model = object()
@@ -238,3 +257,15 @@ def test_the_page_opens_with_the_controls_and_options_of_the_gallery_default(tin
     named = demo.components
     assert (named["method"].value, named["allocation"].value, named["ratio"].value) == ("asvd", "auto", 0.2)
     assert named["group__asvd"].visible and not named["group__svd-llm"].visible   # asvd's options, not svd-llm's
+
+
+def test_a_new_download_waits_while_prepared_ones_fill_their_bound(tmp_path):
+    """Identical runs shared by many visitors each had their own zip of the same model: disk without a bound."""
+    store = Store("src", Limits.of(True, downloads_mb=1), tmp_path / "downloads", preload=False)
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / "old.zip").write_bytes(b"0" * (2 << 20))
+    run = SimpleNamespace(model=object(), id="r1", slug="r1", result={}, entry=None)
+    folder = tmp_path / "downloads" / "run-r1"
+    folder.mkdir()
+    out = callbacks._write_download(store, run, folder, False, "factors")
+    assert "holds 1 MB of prepared downloads" in out["download_info"] and out["model_file"] is None

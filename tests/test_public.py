@@ -2,6 +2,7 @@
 import os
 import threading
 import time
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -79,7 +80,18 @@ def test_strangers_inputs_are_bounded_or_refused(public_app, tiny_folder, tmp_pa
     big.write_bytes(b"x" * (2 << 20))
     with pytest.raises(Exception, match="(?i)size|large|413"):
         compress(c, calib_file=handle_file(str(big))).result()
-    assert last(compress(c))["status"].startswith("Done")
+    done = last(compress(c))
+    assert done["status"].startswith("Done")
+    refused = [(compress(c, ratio="abc"), "ratio: expects a finite number"),         # what an API caller can send
+               (c.submit(api_name="/export", run_box=[done["run_box"]["value"]], download_layout="factors"),
+                "run box: expects one value"),
+               (c.submit(api_name="/budget", model=str(tiny_folder), method=None, ratio=0.2,
+                         allocation="auto"), None)]
+    for job, message in refused[:2]:
+        with pytest.raises(AppError, match=message):
+            job.result()
+    assert "choose a method" in str(refused[2][0].result()).lower()
+    assert last(compress(c))["status"].startswith("Done")                            # and the page still works
 
 
 def test_a_job_past_the_time_limit_ends_with_the_reason(public_app):
@@ -262,3 +274,22 @@ def test_a_classroom_pressing_compress_together_costs_one_compression(tiny_folde
         assert sum("served you both" in s or "Done at once" in s for _, _, s in outcomes) == 5
     finally:
         demo.close()
+
+
+def test_an_error_no_callback_expected_is_one_line_and_a_wrong_shape_is_named():
+    import gradio as gr
+
+    from svd_explorer.ui.layout import Page
+
+    page = Page(store=None)
+    page.add("ratio", gr.Number(0.2))
+
+    def broken(store, session, ratio=None):
+        return {}["missing"]
+
+    request = SimpleNamespace(session_hash="s")
+    with pytest.raises(gr.Error, match=r"could not be handled \(KeyError\); nothing was changed") as caught:
+        page._plain(broken, [])(request, ratio=0.2)
+    assert "\n" not in caught.value.message
+    with pytest.raises(gr.Error, match="ratio: expects a finite number"):
+        page._plain(broken, [])(request, ratio=float("nan"))

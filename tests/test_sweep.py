@@ -100,7 +100,9 @@ def write_zip(path, members: dict):
     return path
 
 
-RESULT = json.dumps({"method": "svd", "config": {}, "ratio": 0.2, "params_after": 8, "params_before": 10})
+RESULT = json.dumps({"method": "svd", "config": {}, "ratio": 0.2, "params_after": 8, "params_before": 10,
+                     "seconds": 1.0})
+SHAPED = {"method": "svd", "config": {"seed": 0}, "ratio": 0.2, "params_after": 8, "params_before": 10, "seconds": 1.0}
 
 
 @pytest.mark.parametrize("members, message", [
@@ -108,6 +110,10 @@ RESULT = json.dumps({"method": "svd", "config": {}, "ratio": 0.2, "params_after"
     ({"runs/a.py": "print(1)"}, "is not a sweep file"),
     ({"runs/a.json": "{not json"}, "is not valid JSON"),
     ({"runs/a.json": RESULT, "runs/b.json": " " * 4000}, "unpacks to more than"),
+    ({"runs/a.json": "[" * 1900}, "is not valid JSON"),                                 # RecursionError
+    ({"runs/a.json": json.dumps({**SHAPED, "seconds": None})}, "not a run result"),     # aggregate's KeyError
+    ({"runs/a.json": json.dumps({**SHAPED, "params_before": 0})}, "not a run result"),  # ZeroDivisionError
+    ({"runs/a.json": json.dumps({**SHAPED, "config": ["seed"]})}, "not a run result"),  # AttributeError
 ])
 def test_an_uploaded_sweep_zip_is_refused_by_name_when_unsafe(tmp_path, monkeypatch, members, message):
     from svd_explorer.study import comparison
@@ -118,10 +124,25 @@ def test_an_uploaded_sweep_zip_is_refused_by_name_when_unsafe(tmp_path, monkeypa
 
 
 def test_an_uploaded_sweep_zip_gives_its_results(tmp_path):
-    from svd_explorer.study.comparison import read_zip
+    from svd_explorer.study.comparison import aggregate, read_zip
 
     rows = read_zip(write_zip(tmp_path / "sweep.zip", {"runs/a.json": RESULT, "summary.md": "| x |"}))
     assert [r["method"] for r in rows] == ["svd"]
+    padded = {**SHAPED, "layers": ["x" * 1000] * 1000, "kl_to_original": "high", "extra_ppl": {"ptb": "no"}}
+    row = read_zip(write_zip(tmp_path / "padded.zip", {"runs/a.json": json.dumps(padded)}))[0]
+    assert "layers" not in row and row["kl_to_original"] is None and row["extra_ppl"] == {}   # what is kept of it
+    assert aggregate([row])[0]["kept"] == (0.8, None)
+
+
+def test_a_damaged_zip_member_is_refused_by_name(tmp_path):
+    from svd_explorer.study.comparison import ComparisonError, read_zip
+
+    path = write_zip(tmp_path / "sweep.zip", {"runs/a.json": json.dumps(SHAPED)})
+    data = bytearray(path.read_bytes())
+    data[data.index(b"PK\x01\x02") + 16] ^= 0xFF                      # the member's CRC, as the directory says
+    path.write_bytes(bytes(data))
+    with pytest.raises(ComparisonError, match="runs/a.json cannot be read from the archive"):
+        read_zip(path)
 
 
 def test_a_runs_time_counts_its_allocation_search():

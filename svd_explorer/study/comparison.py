@@ -146,8 +146,36 @@ def read_zip(path) -> list[dict]:
                 continue
             _check_member(path.name, info)
             if info.filename.endswith(".json"):
-                rows.append(_row(info.filename, archive.read(info).decode("utf-8", errors="replace")))
+                rows.append(_slim(_row(info.filename, _member_text(archive, info))))
     return [r for r in rows if r is not None]
+
+
+def _member_text(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
+    """A member's text; a damaged, encrypted or oddly compressed member is refused by name."""
+    try:
+        return archive.read(info).decode("utf-8", errors="replace")
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError) as err:
+        raise ComparisonError(f"{info.filename} cannot be read from the archive ({type(err).__name__})") from None
+
+
+SLIM = ("method", "ratio", "status", "label", "params_after", "params_before", "seconds", "allocation_seconds",
+        "calib_forward_seconds", "kl_to_original", "top1_agreement", "ppl_compressed", "extra_ppl", "dev_ppl")
+SLIM_CONFIG = ("seed", "allocation", "allocation_options", "refine")
+TEXT = ("method", "status", "label")
+
+
+def _slim(row: dict | None) -> dict | None:
+    """What a comparison reads of an uploaded run, numbers only where it computes (a stranger's JSON may carry
+    megabytes beside them, or text where a number belongs)."""
+    if row is None:
+        return None
+    out = {k: (str(row[k])[:200] if k in TEXT else row[k] if _number(row[k]) else None)
+           for k in SLIM if k in row and k != "extra_ppl"}
+    extra = {str(k): v for k, v in (row.get("extra_ppl") or {}).items() if _number(v)}
+    config = {k: row["config"][k] for k in SLIM_CONFIG if k in row["config"]}
+    source = (row.get("evaluation") or {}).get("source") if isinstance(row.get("evaluation"), dict) else None
+    return out | {"extra_ppl": extra, "evaluation": {"source": str(source)},
+                  "config": config | {"refine": str(config.get("refine", "auto"))}}
 
 
 def _check_member(archive: str, info: zipfile.ZipInfo) -> None:
@@ -164,10 +192,28 @@ def _row(name: str, text: str) -> dict | None:
     """A run result, or None for the sweep's other JSON files; malformed results are refused by name."""
     try:
         row = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         raise ComparisonError(f"{name} is not valid JSON") from None
     if not isinstance(row, dict) or "method" not in row or "config" not in row:
         return None
-    if row.get("status", "done") == "done" and not all(k in row for k in ("ratio", "params_after", "params_before")):
+    if not _well_formed(row):
         raise ComparisonError(f"{name} is not a run result of SVD Explorer")
     return row
+
+
+def _well_formed(row: dict) -> bool:
+    """The fields a comparison computes with, of the types it needs (a finished run; a failed one names itself)."""
+    config = row["config"]
+    if not isinstance(config, dict) or not isinstance(row["method"], str) or \
+            not isinstance(config.get("seed", 0), int) or not isinstance(config.get("allocation", "auto"), str):
+        return False
+    if row.get("status", "done") != "done":
+        return True
+    numbers = [row.get(k) for k in ("ratio", "params_after", "params_before", "seconds")]
+    extra = [row.get(k) or 0 for k in ("allocation_seconds", "calib_forward_seconds")]
+    return all(_number(v) for v in numbers + extra) and row["params_before"] > 0 and \
+        isinstance(config.get("allocation_options") or {}, dict) and isinstance(row.get("extra_ppl") or {}, dict)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

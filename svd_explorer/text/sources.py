@@ -26,6 +26,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NAMED_SOURCES = ("wikitext2", "ptb", "boolq", "lambada", "self")
 TEXT_SUFFIXES = (".txt", ".raw", ".text", ".md", "")
 DEV_SEED_OFFSET = 1000   # development text of seed s is drawn with seed s + 1000
+PARQUET_CHARS = 200_000_000   # text read from a parquet file at most: its compression can hide gigabytes
+PARQUET_BATCH = 64            # rows decoded at a time (a repeated dictionary value costs its length every row)
 
 
 def data_dir() -> Path | None:
@@ -171,22 +173,32 @@ def _jsonl_texts(p: Path) -> list[str]:
 
 
 def _parquet_texts(p: Path) -> list[str]:
+    """The 'text' column, read a few rows at a time up to PARQUET_CHARS characters."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    rows, chars = [], 0
     try:
-        table = pq.read_table(p)
+        file = pq.ParquetFile(p)
+        if "text" not in file.schema_arrow.names:
+            raise DataError(f"{p.name}: no 'text' column (columns: {file.schema_arrow.names})")
+        for batch in file.iter_batches(batch_size=PARQUET_BATCH, columns=["text"]):
+            for text in batch.column(0).to_pylist():
+                if text and chars < PARQUET_CHARS:
+                    rows.append(str(text)[:PARQUET_CHARS - chars])
+                    chars += len(rows[-1])
+            if chars >= PARQUET_CHARS:
+                break
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{p.name} could not be read as parquet ({_reason(err, p)})") from err
-    if "text" not in table.column_names:
-        raise DataError(f"{p.name}: no 'text' column (columns: {table.column_names})")
-    return [str(t) for t in table.column("text").to_pylist() if t]
+    return rows
 
 
 def check_source(source: str, split: str) -> None:
     """Whether `source` can give text for `split` here, without reading it (named sources) or by its size
     (files): raises DataError naming what is missing. Run before any model is loaded."""
-    
+    if not isinstance(source, str) or not source.strip():
+        raise DataError(f"choose a {'calibration' if split == 'train' else 'evaluation'} text")
     if source in ("auto", "self") or (source == "none" and split == "test"):
         return
     if source in ("wikitext2", "ptb"):
@@ -212,6 +224,22 @@ def check_source(source: str, split: str) -> None:
         raise DataError(f"{p.name}: unsupported file type {p.suffix!r}; use .txt, .raw, .jsonl or .parquet")
     if p.stat().st_size == 0:
         raise DataError(f"{p.name} is empty")
+    if p.suffix.lower() == ".parquet":
+        _check_parquet(p)
+
+
+def _check_parquet(p: Path) -> None:
+    """Refuse a parquet file whose pages unpack beyond what is ever read (one huge compressed value)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(p).metadata
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{p.name} could not be read as parquet ({_reason(err, p)})") from err
+    size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if size > 4 * PARQUET_CHARS:
+        raise DataError(f"{p.name} unpacks to {size >> 20} MB; at most {4 * PARQUET_CHARS >> 20} MB are read")
 
 
 def tokenize(tokenizer, text: str) -> torch.Tensor:

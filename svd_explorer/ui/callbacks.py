@@ -108,6 +108,7 @@ def page_plan(store: Store, v: dict) -> Plan:
                         refine_steps=v["refine_steps"], refine_batch=v["refine_batch"])
     source = (v["model"] or "").strip()
     limits.check_model(source)
+    _known_method(v["method"])
     allocation = v["allocation"] or "auto"
     calib = v["calib_file"] or v["calib"]
     windows = int(v["eval_windows"] or 0)
@@ -115,7 +116,7 @@ def page_plan(store: Store, v: dict) -> Plan:
         "demo", model=source, method=v["method"], ratio=_ratio(v["ratio"]),
         options=chosen_options(REGISTRY, v["method"], v), allocation=allocation,
         allocation_options={} if allocation == "auto" else chosen_options(ALLOCATIONS, allocation, v),
-        refine=v["refine"], refine_steps=int(v["refine_steps"]), refine_lr=float(v["refine_lr"]),
+        refine=v["refine"], refine_steps=int(v["refine_steps"]), refine_lr=_number(v["refine_lr"], "refine lr"),
         refine_batch=int(v["refine_batch"]), calib=calib, calib_samples=int(v["calib_samples"]),
         seq_len=int(v["seq_len"]), eval_source="auto" if windows else "none", eval_windows=windows,
         stats_cache="off" if limits.public and v["calib_file"] else None)     # a stranger's file is never kept
@@ -123,12 +124,29 @@ def page_plan(store: Store, v: dict) -> Plan:
 
 
 def _ratio(value) -> float:
-    if value is None or value != value:
-        raise ConfigError("type a ratio between 0 and 1 (the share of the projections' parameters removed)", "ratio")
     try:
-        return check_ratio(float(value))
+        return check_ratio(_number(value, "ratio"))
+    except ConfigError:
+        raise ConfigError("type a ratio between 0 and 1 (the share of the projections' parameters removed)",
+                          "ratio") from None
     except BudgetError as err:
         raise ConfigError(str(err), "ratio") from None
+
+
+def _number(value, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}"[:200], name.replace(" ", "_")) from None
+    if number != number:
+        raise ConfigError(f"{name} must be a number, got NaN", name.replace(" ", "_"))
+    return number
+
+
+def _known_method(name) -> str:
+    if name not in REGISTRY:
+        raise ConfigError(f"choose a method: {', '.join(REGISTRY)}")
+    return name
 
 
 def message(err: Exception) -> str:
@@ -169,7 +187,7 @@ def budget(store: Store, session: str, **v) -> dict:
     except PROBLEMS as err:
         return out | {"model_message": f"⚠️ {message(err)}", "budget": "The budget appears once the model is valid."}
     try:
-        method = REGISTRY[v["method"]](**chosen_options(REGISTRY, v["method"], v))
+        method = REGISTRY[_known_method(v["method"])](**chosen_options(REGISTRY, v["method"], v))
         name = v["allocation"] or "auto"
         allocation = allocation_for(method, name, {} if name == "auto" else chosen_options(ALLOCATIONS, name, v))
         summary = budget_summary(layout, total, ratio, method, allocation, embeddings)
@@ -179,6 +197,8 @@ def budget(store: Store, session: str, **v) -> dict:
 
 
 def method_changed(store: Store, session: str, method: str, allocation: str) -> dict:
+    if method not in REGISTRY:
+        return {"method_info": f"Choose a method: {', '.join(REGISTRY)}."}
     return {"method_info": texts.method_markdown(method), "allocation_info": texts.allocation_markdown(
         allocation or "auto", method)} | {f"group__{name}": _visible(name == method) for name in REGISTRY}
 
@@ -270,6 +290,9 @@ def follow(store: Store, session: str, job):
     except GeneratorExit:
         store.jobs.leave(job, session, "the page was closed")
         raise
+
+
+STOP_WAIT = 30.0     # seconds a stopped job is waited for, so the status says it stopped (it checks every step)
 
 
 def ended(job) -> str | None:
@@ -416,9 +439,11 @@ def _live_view(store: Store, session: str, job, total, v, partial: dict, redraw:
 
 def _finish(store: Store, session: str, job, config, label: str, key: str) -> dict:
     left = session not in job.followers
+    if left and not job.followers:          # the last follower pressed Stop: the job is ending, say how it ended
+        job.wait(STOP_WAIT)
     problem = "You stopped following the run; it goes on for the other visitors who asked for it." if left and \
         not job.done else ended(job)
-    store.jobs.discard(job, session)
+    store.jobs.discard(job, session if job.followers else None)
     if problem is not None:
         latest = store.get(session, None)
         return {"status": problem, "run_box": _choices_update(store, session, latest.id if latest else None)}
@@ -492,9 +517,18 @@ def _choices_update(store: Store, session: str, value) -> dict:
     return {"__type__": "update", "choices": _run_choices(store, session), "value": value}
 
 
+BESIDE_MAX = 12     # gallery runs drawn beside the one shown (the page itself asks for 6 at most)
+
+
+def beside_ids(store: Store, beside_box) -> list[str]:
+    """The gallery runs chosen to be drawn beside the run shown: known ids, each once, at most BESIDE_MAX (a
+    caller repeating ids filled the figure cache every visitor shares)."""
+    known = [i for i in (beside_box or []) if isinstance(i, str) and i in store.gallery_runs]
+    return list(dict.fromkeys(known))[:BESIDE_MAX]
+
+
 def beside_runs(store: Store, beside_box) -> list:
-    """The gallery runs chosen to be drawn beside the run shown (unknown ids are ignored)."""
-    return [store.gallery_runs[i] for i in (beside_box or []) if isinstance(i, str) and i in store.gallery_runs]
+    return [store.gallery_runs[i] for i in beside_ids(store, beside_box)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -527,7 +561,7 @@ def show(store: Store, session: str, run_box, block_box, kind_box, depth_metric,
     of their own) are drawn once for everyone: a class opening the page together waits for none."""
     if store.session_runs(session) or store.sweeps.get(session):
         return _figures(store, session, run_box, block_box, kind_box, depth_metric, compare_metric, beside_box)
-    key = (run_box, block_box, kind_box, depth_metric, compare_metric, tuple(beside_box or ()))
+    key = (run_box, block_box, kind_box, depth_metric, compare_metric, tuple(beside_ids(store, beside_box)))
     return store.gallery_figures(key, lambda: _figures(store, session, run_box, block_box, kind_box, depth_metric,
                                                        compare_metric, beside_box))
 
@@ -590,9 +624,10 @@ def open_sweep(store: Store, session: str, sweep_folder, sweep_zip, compare_metr
     except (ComparisonError, OSError) as err:
         return {"sweep_message": f"⚠️ {message(err)}"}
     done = [r for r in rows if r.get("status", "done") == "done"]
-    store.sweeps[session] = done
+    configurations = len(aggregate(done))               # kept only once it aggregates
+    store.keep_sweep(session, done)
     runs = store.session_runs(session)
-    return {"sweep_message": f"✓ {len(done)} finished runs in {len(aggregate(done))} configurations.",
+    return {"sweep_message": f"✓ {len(done)} finished runs in {configurations} configurations.",
             "compare_plot": _comparison(store, session, runs, "ppl_compressed"), "compare_metric": "ppl_compressed"}
 
 
@@ -716,6 +751,11 @@ def _write_download(store: Store, run, folder, ready: bool, layout: str) -> dict
         return {"download_info": f"This run {why}: only its JSON result is available.",
                 "json_file": str(result_path), "model_file": None}
     archive = folder / f"compressed-{run.id}-{layout}.zip"
+    bound = store.limits.downloads_mb
+    if not archive.exists() and bound and store.bytes_on_disk() > bound * 2**20:
+        return {"download_info": f"The server holds {bound} MB of prepared downloads, its bound: they expire "
+                                 f"within {store.limits.download_seconds // 60 or 1} min, try again then.",
+                "json_file": str(result_path), "model_file": None}
     if not archive.exists():
         export(run.record, model, run.tokenizer, folder / layout, merged=layout == "merged")
         shutil.make_archive(str(archive.with_suffix("")), "zip", folder / layout)

@@ -3,7 +3,10 @@ inputs and return {name: value}, and `Page.on` turns both into Gradio's keyword 
 outputs, so nothing is ever matched by position."""
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
+import math
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -30,6 +33,7 @@ CSS = """
 """
 
 DEFAULT_METHOD = RunConfig().method
+LOG = logging.getLogger("svd_explorer.ui")
 
 
 def first_setting(store: Store) -> tuple[str, str, float]:
@@ -75,14 +79,55 @@ class Page:
 
     def _plain(self, fn, outputs):
         def handler(request: gr.Request, **values):
-            return self._convert(fn(self.store, request.session_hash, **values), outputs)
+            self._checked(values)
+            with _one_line(fn):
+                return self._convert(fn(self.store, request.session_hash, **values), outputs)
         return handler
 
     def _generator(self, fn, outputs):
         def handler(request: gr.Request, **values):
-            for result in fn(self.store, request.session_hash, **values):
-                yield self._convert(result, outputs)
+            self._checked(values)
+            with _one_line(fn):
+                for result in fn(self.store, request.session_hash, **values):
+                    yield self._convert(result, outputs)
         return handler
+
+    def _checked(self, values: dict) -> None:
+        """Each value of the shape its control sends (an API caller may send a list for one choice, text or NaN
+        for a number): one line naming the control, before any callback reads it."""
+        for name, value in values.items():
+            problem = shape_problem(self.c[name], value)
+            if problem:
+                raise gr.Error(f"{name.replace('_', ' ')}: {problem}", print_exception=False)
+
+
+def shape_problem(component, value) -> str | None:
+    """What is wrong with `value` for `component`, or None (None itself is left to the callback)."""
+    if value is None:
+        return None
+    if isinstance(component, gr.Checkbox):
+        return None if isinstance(value, bool) else "expects on or off"
+    if isinstance(component, (gr.Slider, gr.Number)):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if number and math.isfinite(value) else "expects a finite number"
+    if isinstance(component, gr.CheckboxGroup) or getattr(component, "multiselect", False):
+        return None if isinstance(value, list) and all(isinstance(v, str) for v in value) else "expects choices"
+    if isinstance(component, (gr.Dropdown, gr.Radio, gr.Textbox)):
+        return None if isinstance(value, (str, int, float)) and not isinstance(value, bool) else "expects one value"
+    return None
+
+
+@contextlib.contextmanager
+def _one_line(fn):
+    """An error no callback expected reaches the visitor as one line, never a traceback; the log keeps it."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except Exception as err:
+        LOG.exception("%s failed", getattr(fn, "__name__", fn))
+        raise gr.Error(f"That request could not be handled ({type(err).__name__}); nothing was changed, and the "
+                       f"page keeps working.", print_exception=False) from None
 
 
 def build_demo(default_model: str = DEFAULT_MODEL, preload: bool = True, defaults: dict | None = None,

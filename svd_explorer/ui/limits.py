@@ -34,6 +34,7 @@ BOUNDS = {
     "models_kept": ("SVD_EXPLORER_MODELS_KEPT", 2, 4),
     "upload_mb": ("SVD_EXPLORER_MAX_UPLOAD_MB", 20, 200),
     "download_seconds": ("SVD_EXPLORER_DOWNLOAD_SECONDS", 600, 3600),
+    "downloads_mb": ("SVD_EXPLORER_DOWNLOADS_MB", 4000, 0),          # 0: no bound
     "max_params": ("SVD_EXPLORER_MAX_PARAMS", 0, 0),               # 0: allow-list only (public), no cap (local)
 }
 
@@ -55,6 +56,7 @@ class Limits:
     models_kept: int
     upload_mb: int
     download_seconds: int
+    downloads_mb: int
     max_params: int
 
     @classmethod

@@ -29,6 +29,7 @@ from .limits import Limits
 
 GALLERY_PREFIX = "gallery:"      # run ids of gallery entries (a visitor's own runs have hex ids)
 GALLERY_VIEWS = 64               # gallery views whose figures are kept, drawn once for every visitor
+SWEEPS_KEPT = 16                 # sessions whose uploaded sweep is kept (each at most 2000 slim rows)
 
 
 @dataclass
@@ -128,13 +129,22 @@ class Store:
         self.jobs = JobManager(workers=1, max_jobs=limits.queue, time_limit=limits.job_seconds or None)
         self.runs: dict[str, Run] = {}
         self.downloads: dict[str, tuple[Path, float]] = {}
-        self.sweeps: dict[str, list[dict]] = {}
+        self.sweeps: OrderedDict[str, list[dict]] = OrderedDict()    # session -> its uploaded sweep, newest last
         self.download_root = download_root
         self.lock = threading.Lock()
         if preload:
             threading.Thread(target=self._preload, daemon=True).start()
         period = max(1.0, min(60.0, limits.download_seconds / 4))
         threading.Thread(target=_expire_periodically, args=(weakref.ref(self), period), daemon=True).start()
+
+    def keep_sweep(self, session: str, rows: list[dict]) -> None:
+        """A session's sweep, the oldest other sessions' forgotten beyond SWEEPS_KEPT (an API caller that never
+        opens a page never unloads one)."""
+        with self.lock:
+            self.sweeps.pop(session, None)
+            self.sweeps[session] = rows
+            while len(self.sweeps) > SWEEPS_KEPT:
+                self.sweeps.popitem(last=False)
 
     def listed_models(self) -> list[str]:
         """The models the page lists: a public Space's allow-list, else the embedded ones (others may be typed)."""

@@ -80,7 +80,9 @@ class Depth(Allocation):
                 number = float(value)
             except ValueError:
                 raise ValueError(f"depth: {key} must be auto, search or a number, got {value!r}") from None
-            if number < low or (high is not None and number > high):
+            if key == "blocks" and not (math.isfinite(number) and number == int(number)):
+                raise ValueError(f"depth: blocks must be auto, search or a whole number, got {value!r}")
+            if not number >= low or (high is not None and not number <= high):     # NaN fails both
                 raise ValueError(f"depth: {key} must be at least {low}" + (f" and at most {high}" if high else ""))
 
     def profiles(self, blocks: int, ratio: float) -> list[tuple[str, list[float]]]:
