@@ -116,15 +116,18 @@ def test_a_gallery_runs_options_reach_the_page_so_compress_runs_that_setting():
         "method": "svd-llm", "ratio": 0.2, "config": {"allocation": "sensitivity", "options": {},
                                                      "allocation_options": {"measure": 0.5, "score": "kl"}}}, [])
     out = callbacks.setting_controls(entry)
-    assert out["opt__sensitivity__measure"] == 0.5 and out["opt__sensitivity__score"] == "kl"
+    assert out["opt__sensitivity__measure"] == "0.5" and out["opt__sensitivity__score"] == "kl"   # as its box shows it
     assert out["opt__sensitivity__fractions"] == "0.4,0.5,0.6,0.7,0.8,0.9"       # left at its default, so reset
     page = {"method": "svd-llm", "allocation": "sensitivity", **out}
-    assert callbacks.chosen_options(ALLOCATIONS, "sensitivity", page)["measure"] == 0.5
+    assert callbacks.chosen_options(ALLOCATIONS, "sensitivity", page)["measure"] == "0.5"
     saes = gallery.Entry("saes-svd/auto/0.2", "saes", {"method": "saes-svd", "ratio": 0.2, "config": {
         "allocation": "auto", "options": {"beta": 0.4}}}, [])
     fixed = callbacks.setting_controls(saes)
     assert fixed["fix__saes_svd__beta"] is True and fixed["opt__saes_svd__beta"]["value"] == 0.4
     assert not any(k.startswith("opt__sensitivity") for k in fixed)              # 'auto' sends no allocation options
+    typed = gallery.Entry("ressvd/auto/0.2", "r", {"method": "ressvd", "ratio": 0.2, "config": {
+        "allocation": "auto", "options": {"residual": "off"}}}, [])                # as a command line records it
+    assert callbacks.setting_controls(typed)["opt__ressvd__residual"] is False
     assert set(out) | set(fixed) <= set(START)
 
 

@@ -193,21 +193,34 @@ def test_the_restore_check_reads_the_leading_batches_holding_eight_windows():
     assert record["checked_windows"] == 8 and record["loss_before"] == pytest.approx(expected, rel=1e-6)
 
 
+class WholeCall:
+    """A block call that needs no per-row arguments (pipeline.BlockCall cuts masks and positions in rows())."""
+
+    def __call__(self, block, x):
+        return block(x)
+
+    def rows(self, start, stop, total):
+        return self
+
+
 def test_a_refinement_step_spans_batches_when_it_asks_for_more_windows_than_one_holds():
     """The paper preset asks 32 windows a step from calibration batches of 8: each step was cut to 8. One step
     over four batches must equal one step over the same 32 windows held in one batch."""
     torch.manual_seed(0)
     inputs, targets = [torch.randn(8, 5, 8) for _ in range(4)], [torch.randn(8, 5, 8) for _ in range(4)]
-    calls = [lambda b, x: b(x)] * 4
+    calls = [WholeCall()] * 4
     split = RefineData(inputs, targets, calls, lambda: None, contextlib.nullcontext())
     joined = RefineData([torch.cat(inputs)], [torch.cat(targets)], calls[:1], lambda: None, contextlib.nullcontext())
     assert [sum(c[0].shape[0] for c in step) for step in split.steps(32)] == [32]
     assert [len(step) for step in split.steps(8)] == [1] * 4                  # a step within one batch: one chunk
+    rows = [[c[0].shape[0] for c in step] for step in split.steps(12)]
+    assert rows == [[8, 4], [4, 8], [8]]                                     # cut at step boundaries, never more
     blocks = [torch.nn.Linear(8, 8) for _ in range(2)]
     blocks[1].load_state_dict(blocks[0].state_dict())
     records = [refine_block(b, d, RefineSettings(steps=1, lr=1e-2, batch=32))[0]
                for b, d in zip(blocks, (split, joined))]
     assert records[0]["losses"][0] == pytest.approx(records[1]["losses"][0], rel=1e-6)
+    assert not records[0]["restored"] and not records[1]["restored"]
     assert torch.allclose(blocks[0].weight, blocks[1].weight, atol=1e-6)
 
 

@@ -83,14 +83,16 @@ def test_strangers_inputs_are_bounded_or_refused(public_app, tiny_folder, tmp_pa
     done = last(compress(c))
     assert done["status"].startswith("Done")
     refused = [(compress(c, ratio="abc"), "ratio: expects a finite number"),         # what an API caller can send
+               (compress(c, calib_samples="abc"), "calib samples: expects a finite number"),      # a Slider
+               (compress(c, seq_len=None), "seq len: expects a finite number"),
                (c.submit(api_name="/export", run_box=[done["run_box"]["value"]], download_layout="factors"),
                 "run box: expects one value"),
                (c.submit(api_name="/budget", model=str(tiny_folder), method=None, ratio=0.2,
                          allocation="auto"), None)]
-    for job, message in refused[:2]:
+    for job, message in refused[:-1]:
         with pytest.raises(AppError, match=message):
             job.result()
-    assert "choose a method" in str(refused[2][0].result()).lower()
+    assert "choose a method" in str(refused[-1][0].result()).lower()
     assert last(compress(c))["status"].startswith("Done")                            # and the page still works
 
 

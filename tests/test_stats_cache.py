@@ -230,3 +230,13 @@ def test_decompositions_are_kept_only_within_a_quarter_of_the_bound_and_the_page
     assert "448 MB of stored decompositions" in texts.disk_markdown(0, 10 * 2**30, None, True)
     assert "not kept" in texts.disk_markdown(0, 3 * 2**30, None, False)
     assert "where the bound allows" in texts.disk_markdown(0, 3 * 2**30, None, None)
+
+
+def test_the_pages_disk_note_reads_the_bound_when_asked(monkeypatch):
+    from svd_explorer.ui import callbacks
+
+    monkeypatch.setattr(callbacks, "_dense_params", lambda model: 106_168_320)
+    monkeypatch.setenv("SVD_EXPLORER_STATS_CACHE_GB", "3")
+    assert callbacks._keeps_decompositions("smollm2-135m") is False
+    monkeypatch.setenv("SVD_EXPLORER_STATS_CACHE_GB", "10")
+    assert callbacks._keeps_decompositions("smollm2-135m") is True

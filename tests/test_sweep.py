@@ -100,7 +100,7 @@ def write_zip(path, members: dict):
     return path
 
 
-RESULT = json.dumps({"method": "svd", "config": {}, "ratio": 0.2, "params_after": 8, "params_before": 10,
+RESULT = json.dumps({"method": "svd", "config": {"seed": 0}, "ratio": 0.2, "params_after": 8, "params_before": 10,
                      "seconds": 1.0})
 SHAPED = {"method": "svd", "config": {"seed": 0}, "ratio": 0.2, "params_after": 8, "params_before": 10, "seconds": 1.0}
 
@@ -114,6 +114,8 @@ SHAPED = {"method": "svd", "config": {"seed": 0}, "ratio": 0.2, "params_after": 
     ({"runs/a.json": json.dumps({**SHAPED, "seconds": None})}, "not a run result"),     # aggregate's KeyError
     ({"runs/a.json": json.dumps({**SHAPED, "params_before": 0})}, "not a run result"),  # ZeroDivisionError
     ({"runs/a.json": json.dumps({**SHAPED, "config": ["seed"]})}, "not a run result"),  # AttributeError
+    ({"runs/a.json": json.dumps({**SHAPED, "config": {}})}, "not a run result"),       # aggregate's seed
+    ({"runs/a.json": json.dumps({**SHAPED, "seconds": 10**400})}, "not a run result"),  # OverflowError
 ])
 def test_an_uploaded_sweep_zip_is_refused_by_name_when_unsafe(tmp_path, monkeypatch, members, message):
     from svd_explorer.study import comparison
@@ -131,6 +133,7 @@ def test_an_uploaded_sweep_zip_gives_its_results(tmp_path):
     padded = {**SHAPED, "layers": ["x" * 1000] * 1000, "kl_to_original": "high", "extra_ppl": {"ptb": "no"}}
     row = read_zip(write_zip(tmp_path / "padded.zip", {"runs/a.json": json.dumps(padded)}))[0]
     assert "layers" not in row and row["kl_to_original"] is None and row["extra_ppl"] == {}   # what is kept of it
+    assert row["evaluation"] == {}                       # no source: the folder reader's column name, not "None"
     assert aggregate([row])[0]["kept"] == (0.8, None)
 
 

@@ -54,27 +54,20 @@ class RefineData:
     check: object                 # raises Cancelled when the run is stopped
     autocast: object              # the run's precision context
 
-    def chunks(self, size: int) -> list[tuple]:
-        """(inputs, targets, call) for micro-batches of at most `size` sequences, in a fixed order."""
-        out = []
-        for x, y, call in zip(self.inputs, self.targets, self.calls):
-            rows = x.shape[0]
-            for r in range(0, rows, size):
-                stop = min(r + size, rows)
-                out.append((x[r:stop], y[r:stop], call if (r, stop) == (0, rows) else call.rows(r, stop, rows)))
-        return out
-
-
     def steps(self, size: int) -> list[list[tuple]]:
-        """The chunks of each optimizer step: `size` windows, gathered across calibration batches when a batch
-        holds fewer (the paper preset's 32 windows a step from batches of 8), in a fixed order."""
-        groups, current, rows = [], [], 0
-        for chunk in self.chunks(size):
-            current.append(chunk)
-            rows += chunk[0].shape[0]
-            if rows >= size:
-                groups.append(current)
-                current, rows = [], 0
+        """The (inputs, targets, call) chunks of each optimizer step, in a fixed order: `size` windows a step
+        (the last may hold fewer), cut from one calibration batch or gathered across several (the paper
+        preset's 32 windows a step from batches of 8)."""
+        groups, current, need = [], [], size
+        for x, y, call in zip(self.inputs, self.targets, self.calls):
+            rows, r = x.shape[0], 0
+            while r < rows:
+                stop = min(r + need, rows)
+                current.append((x[r:stop], y[r:stop], call if (r, stop) == (0, rows) else call.rows(r, stop, rows)))
+                need, r = need - (stop - r), stop
+                if need == 0:
+                    groups.append(current)
+                    current, need = [], size
         return groups + ([current] if current else [])
 
 

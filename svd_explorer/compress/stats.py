@@ -7,6 +7,7 @@ float64 accumulators; the finished statistics are means over tokens.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -77,7 +78,9 @@ class Accumulator:
         if "absmean" in self.want:
             products["absmean"] = lambda: _flat(x_f).abs().sum(0)
         device = (x_f if x_f is not None else x_c).device.type
-        with torch.autocast(device, enabled=False):     # the block may run in bfloat16 autocast: products never do
+        exact = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else \
+            contextlib.nullcontext()
+        with exact:                                      # the block may run in bfloat16 autocast: products never do
             for key, product in products.items():
                 value = product().to(self.home).double() if self.home is not None else product().double()
                 self.sums[key] = value if key not in self.sums else self.sums[key].add_(value)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import statistics
 import zipfile
 from pathlib import Path, PurePosixPath
+
+from ..errors import finite_number
 
 RESULTS = "runs"
 ZIP_LIMIT_BYTES = 50 << 20      # an uploaded sweep zip, compressed
@@ -74,7 +75,7 @@ def work_seconds(row: dict) -> float:
 
 
 def mean_std(values: list) -> tuple[float | None, float | None]:
-    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    values = [v for v in values if finite_number(v)]
     if not values:
         return None, None
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
@@ -160,7 +161,7 @@ def _member_text(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
 
 SLIM = ("method", "ratio", "status", "label", "params_after", "params_before", "seconds", "allocation_seconds",
         "calib_forward_seconds", "kl_to_original", "top1_agreement", "ppl_compressed", "extra_ppl", "dev_ppl")
-SLIM_CONFIG = ("seed", "allocation", "allocation_options", "refine")
+SLIM_SETS = 8           # extra evaluation sets and allocation options kept of an uploaded run
 TEXT = ("method", "status", "label")
 
 
@@ -169,13 +170,18 @@ def _slim(row: dict | None) -> dict | None:
     megabytes beside them, or text where a number belongs)."""
     if row is None:
         return None
-    out = {k: (str(row[k])[:200] if k in TEXT else row[k] if _number(row[k]) else None)
+    out = {k: (str(row[k])[:200] if k in TEXT else row[k] if finite_number(row[k]) else None)
            for k in SLIM if k in row and k != "extra_ppl"}
-    extra = {str(k): v for k, v in (row.get("extra_ppl") or {}).items() if _number(v)}
-    config = {k: row["config"][k] for k in SLIM_CONFIG if k in row["config"]}
+    extra = {str(k)[:40]: v for k, v in (row.get("extra_ppl") or {}).items() if finite_number(v)}
+    config = row["config"]
+    options = {str(k)[:40]: str(v)[:40] for k, v in (config.get("allocation_options") or {}).items()
+               if isinstance(v, (str, int, float))}
     source = (row.get("evaluation") or {}).get("source") if isinstance(row.get("evaluation"), dict) else None
-    return out | {"extra_ppl": extra, "evaluation": {"source": str(source)},
-                  "config": config | {"refine": str(config.get("refine", "auto"))}}
+    return out | {"extra_ppl": dict(list(extra.items())[:SLIM_SETS]),
+                  "evaluation": {} if source is None else {"source": str(source)[:40]},
+                  "config": {"seed": config.get("seed"), "allocation": str(config.get("allocation", "auto"))[:40],
+                             "allocation_options": dict(list(options.items())[:SLIM_SETS]),
+                             "refine": str(config.get("refine", "auto"))[:10]}}
 
 
 def _check_member(archive: str, info: zipfile.ZipInfo) -> None:
@@ -205,15 +211,16 @@ def _well_formed(row: dict) -> bool:
     """The fields a comparison computes with, of the types it needs (a finished run; a failed one names itself)."""
     config = row["config"]
     if not isinstance(config, dict) or not isinstance(row["method"], str) or \
-            not isinstance(config.get("seed", 0), int) or not isinstance(config.get("allocation", "auto"), str):
+            not isinstance(config.get("allocation", "auto"), str):
         return False
     if row.get("status", "done") != "done":
         return True
     numbers = [row.get(k) for k in ("ratio", "params_after", "params_before", "seconds")]
     extra = [row.get(k) or 0 for k in ("allocation_seconds", "calib_forward_seconds")]
-    return all(_number(v) for v in numbers + extra) and row["params_before"] > 0 and \
+    seed = config.get("seed")
+    return all(finite_number(v) for v in numbers + extra) and row["params_before"] > 0 and \
+        isinstance(seed, int) and not isinstance(seed, bool) and \
         isinstance(config.get("allocation_options") or {}, dict) and isinstance(row.get("extra_ppl") or {}, dict)
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+

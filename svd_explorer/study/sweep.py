@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import torch
 
 from ..compress.allocation import ALLOCATIONS
-from ..compress.methods import REGISTRY
+from ..compress.methods import method_class
 from ..errors import ConfigError
 from ..figures.plots import pareto_figure
 from ..run.config import RunConfig
@@ -47,7 +47,7 @@ ADDRESS_TIMEOUT = 3.0
 def options_of(allocation: str, options: dict, method: str) -> dict:
     """The allocation options the named allocation has (a sweep's flags apply to the allocations that have them);
     "auto" is the method's own allocation, whose options it takes as compress does."""
-    name = REGISTRY[method].default_allocation[0] if allocation == "auto" and method in REGISTRY else allocation
+    name = method_class(method).default_allocation[0] if allocation == "auto" else allocation
     names = {o.name for o in ALLOCATIONS[name].options} if name in ALLOCATIONS else set()
     return {k: v for k, v in options.items() if k in names}
 

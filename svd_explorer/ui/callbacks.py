@@ -93,12 +93,20 @@ def setting_controls(entry) -> dict:
 def _owner_controls(registry, owner: str, given: dict) -> dict:
     out = {}
     for option in registry[owner].options:
-        value = given.get(option.name, option.default)
+        value = _typed(option, given.get(option.name, option.default), owner)
         if option.unset is not None:
             out[option_key("fix", owner, option.name)] = value is not None
             value = {"__type__": "update", "value": value, "interactive": value is not None}
         out[option_key("opt", owner, option.name)] = value
     return out
+
+
+def _typed(option, value, owner: str):
+    """A recorded option value as its control shows it (a run from the command line records 'off', '0.7')."""
+    try:
+        return option.coerce(value, owner)
+    except ValueError:
+        return option.default
 
 
 def page_plan(store: Store, v: dict) -> Plan:
@@ -233,11 +241,16 @@ def disk(store: Store, session: str) -> dict:
                                              _keeps_decompositions(DEFAULT_MODEL))}
 
 
-@functools.cache
 def _keeps_decompositions(model: str) -> bool | None:
-    """Whether a run of `model` stores its SVDs under this cache's bound (None: its config cannot be read)."""
+    """Whether a run of `model` stores its SVDs under the cache's bound now (None: its config cannot be read)."""
+    dense = _dense_params(model)
+    return None if dense is None else keeps_decompositions(dense)
+
+
+@functools.cache
+def _dense_params(model: str) -> int | None:
     try:
-        return keeps_decompositions(find_layout(meta_model(read_config(model))).dense_params)
+        return find_layout(meta_model(read_config(model))).dense_params
     except ModelLoadError:
         return None
 
@@ -439,10 +452,11 @@ def _live_view(store: Store, session: str, job, total, v, partial: dict, redraw:
 
 def _finish(store: Store, session: str, job, config, label: str, key: str) -> dict:
     left = session not in job.followers
-    if left and not job.followers:          # the last follower pressed Stop: the job is ending, say how it ended
+    alone = left and not job.followers
+    if alone:                               # the last follower pressed Stop: the job is ending, say how it ended
         job.wait(STOP_WAIT)
-    problem = "You stopped following the run; it goes on for the other visitors who asked for it." if left and \
-        not job.done else ended(job)
+    problem = ended(job) if not left or job.done else "Stopping… (the job ends at its next step)" if alone else \
+        "You stopped following the run; it goes on for the other visitors who asked for it."
     store.jobs.discard(job, session if job.followers else None)
     if problem is not None:
         latest = store.get(session, None)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import math
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -16,6 +15,7 @@ import gradio as gr
 from ..compress.allocation import ALLOCATIONS
 from ..compress.methods import REGISTRY
 from ..compress.options import MAX_TEXT
+from ..errors import finite_number
 from ..figures import plots
 from ..model.hub import DEFAULT_MODEL
 from ..model.loading import EMBEDDED
@@ -55,6 +55,10 @@ class Page:
         return self.c[name]
 
     def add(self, name: str, component):
+        """Register a component by name; a number control refuses what is not a number in one line (Gradio's
+        own preprocess would fail on text with an error the page cannot show)."""
+        if isinstance(component, (gr.Slider, gr.Number)):
+            _guard_numbers(component, name)
         self.c[name] = component
         return component
 
@@ -79,15 +83,15 @@ class Page:
 
     def _plain(self, fn, outputs):
         def handler(request: gr.Request, **values):
-            self._checked(values)
             with _one_line(fn):
+                self._checked(values)
                 return self._convert(fn(self.store, request.session_hash, **values), outputs)
         return handler
 
     def _generator(self, fn, outputs):
         def handler(request: gr.Request, **values):
-            self._checked(values)
             with _one_line(fn):
+                self._checked(values)
                 for result in fn(self.store, request.session_hash, **values):
                     yield self._convert(result, outputs)
         return handler
@@ -108,13 +112,24 @@ def shape_problem(component, value) -> str | None:
     if isinstance(component, gr.Checkbox):
         return None if isinstance(value, bool) else "expects on or off"
     if isinstance(component, (gr.Slider, gr.Number)):
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if number and math.isfinite(value) else "expects a finite number"
+        return None if finite_number(value) else "expects a finite number"
     if isinstance(component, gr.CheckboxGroup) or getattr(component, "multiselect", False):
         return None if isinstance(value, list) and all(isinstance(v, str) for v in value) else "expects choices"
     if isinstance(component, (gr.Dropdown, gr.Radio, gr.Textbox)):
         return None if isinstance(value, (str, int, float)) and not isinstance(value, bool) else "expects one value"
     return None
+
+
+def _guard_numbers(component, name: str) -> None:
+    """Wrap the component's preprocess: Gradio compares the payload with its bounds first, and text or a
+    missing value there is a TypeError the page shows as a bare "Error"."""
+    original, optional = component.preprocess, isinstance(component, gr.Number)
+
+    def preprocess(payload):
+        if not (finite_number(payload) or (payload is None and optional)):
+            raise gr.Error(f"{name.replace('_', ' ')}: expects a finite number", print_exception=False)
+        return original(payload)
+    component.preprocess = preprocess
 
 
 @contextlib.contextmanager
@@ -394,10 +409,6 @@ def _zero_shot_tab(page: Page, limits: Limits) -> None:
 # Wiring
 # ---------------------------------------------------------------------------------------------
 
-def _option_names(page: Page) -> list[str]:
-    return [n for n in page.c if n.startswith(("opt__", "fix__"))]
-
-
 # Output names of the public endpoints (what gradio_client gets back, in this order).
 BUDGET = ["budget", "ratio_message", "model_message"]
 COMPRESS = ["status", "ratio_message", "model_message", "run_box", "spectrum_plot", "depth_plot", "heatmap_plot"]
@@ -413,7 +424,7 @@ ZERO_SHOT = ["zero_status", "zero_table", "zero_plot"]
 
 
 def _wire(page: Page, demo: gr.Blocks) -> None:
-    run_inputs = ["model", "method", "allocation", "ratio"] + _option_names(page)
+    run_inputs = ["model", "method", "allocation", "ratio"] + cb.option_controls()
     compress_inputs = run_inputs + ["calib", "calib_file", "calib_samples", "seq_len", "eval_windows", "refine",
                                     "refine_steps", "refine_lr", "refine_batch", "depth_metric"]
     show_inputs, figures, budget_out = SHOW, FIGURES, BUDGET
