@@ -6,7 +6,7 @@
     python bench/allocations.py fast       # shorter refinements of the best pipeline, seeds 0,1,2, development text
     python bench/allocations.py scratch    # the chosen fast pipeline from an empty cache, seeds 0,1,2, timed
     python bench/allocations.py grids      # the exact solver's candidate fractions: svd-llm at 20 and 40%, seed 0
-    python bench/allocations.py wide       # aa-svd with the chosen fractions at 10/20/40%, seeds 0,1,2 (+ table)
+    python bench/allocations.py wide       # aa-svd with the chosen fractions at --ratios, seeds 0,1,2 (+ table)
 
 `select` compares, on the development perplexity (8 BoolQ windows of 512 tokens disjoint from the
 calibration and from the 2 search windows), uniform, `loss` with floors 0 / 0.1 / 0.25 / 0.5, `zero-sum`
@@ -44,7 +44,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from provenance import spread, write_result
+from provenance import cpu_machine, spread, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "allocations"
@@ -256,7 +256,7 @@ def wide(seeds: list[int], ratios: list[float]) -> None:
            [("run", "method, allocation", None), ("ratio", "ratio", None), ("seeds", "seeds", None),
             ("dev", "development ppl", "f1"), ("wikitext2", "WikiText-2", "f1"), ("ptb", "PTB", "f1"),
             ("lambada", "LAMBADA", "f1"), ("dense", "dense projections", None)],
-           "2 cores of an Intel Xeon with AMX-BF16, no GPU; float32 passes")
+           f"{cpu_machine()}; float32 passes")
 
 
 def main(argv=None) -> None:

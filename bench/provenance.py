@@ -3,6 +3,7 @@ file (docs/results/NAME.json) that holds them with their spread over seeds."""
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 from pathlib import Path
@@ -14,6 +15,18 @@ def commit(unknown: str = "?") -> str:
     """The short hash of HEAD, or `unknown` outside a git checkout."""
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
                           check=False).stdout.strip() or unknown
+
+
+def cpu_machine() -> str:
+    """This machine in words for a result file: cores, CPU model and whether it has fast bfloat16 (where
+    `--precision auto` would run bfloat16 passes)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return f"{os.cpu_count()} CPU cores, no GPU"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "CPU")
+    fast = " with fast bfloat16" if "amx_bf16" in info or "avx512_bf16" in info else ""
+    return f"{os.cpu_count()} cores of an {model}{fast}, no GPU"
 
 
 def spread(values: list[float], per_seed: bool = False):
