@@ -7,6 +7,8 @@
     python bench/allocations.py scratch    # the chosen fast pipeline from an empty cache, seeds 0,1,2, timed
     python bench/allocations.py grids      # the exact solver's candidate fractions: svd-llm at 20 and 40%, seed 0
     python bench/allocations.py wide       # aa-svd with the chosen fractions at --ratios, seeds 0,1,2 (+ table)
+    python bench/allocations.py points     # measured fractions (one, two, three): svd-llm at 20 and 40%, seed 0,
+                                           # then aa-svd with the chosen one at --ratios, seeds 0,1,2 (+ table)
 
 `select` compares, on the development perplexity (8 BoolQ windows of 512 tokens disjoint from the
 calibration and from the 2 search windows), uniform, `loss` with floors 0 / 0.1 / 0.25 / 0.5, `zero-sum`
@@ -31,6 +33,12 @@ fractions are extrapolated, so wider grids cost no forward; they are compared wi
 and 40% on the development text (the grid with the lowest summed log development perplexity over both
 ratios is chosen), then `wide` runs aa-svd with it over three seeds. These runs pass `--precision float32`:
 on a CPU with fast bfloat16 `auto` would run bfloat16 passes, which the earlier rows (a CPU without) never did.
+
+`points` asks whether the one measurement per projection was what held the wider grid back with aa-svd:
+a projection cut to a fifth is scored by extrapolating its measurement at half. With `--measure 0.3,0.5`
+(or three points) the extrapolation is replaced by interpolation between measurements, one more search
+pass each; chosen like `grids` (svd-llm, seed 0, 20% and 40%, summed log development perplexity), ASVD's
+grid with one measurement kept as a row to place this machine against the earlier tables.
 """
 from __future__ import annotations
 
@@ -71,6 +79,11 @@ GRIDS = {             # the exact solver's candidate kept fractions (--measure 0
     "fractions 0.2-0.9 fine": "0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.7,0.8,0.9",
 }
 FLOAT32 = ["--precision", "float32"]
+POINTS = {            # kept fractions measured per projection (the rest interpolated), all with the fine grid
+    "measure 0.5": "0.5",
+    "measure 0.3,0.5": "0.3,0.5",
+    "measure 0.3,0.5,0.7": "0.3,0.5,0.7",
+}
 
 
 def slug(name: str) -> str:
@@ -235,33 +248,70 @@ def grids() -> tuple[str, list[dict]]:
     results = {(name, ratio): compress(f"sensitivity exact {name}", "svd-llm", ratio, 0, grid_flags(name))
                for name in GRIDS for ratio in (0.2, 0.4)}
     chosen = min(GRIDS, key=lambda n: sum(math.log(results[n, r]["dev_ppl"]) for r in (0.2, 0.4)))
-    rows = [{"run": f"svd-llm, {name}" + (" (chosen)" if name == chosen else ""), "ratio": ratio, "seeds": "0",
-             "dev": r["dev_ppl"], "wikitext2": r["ppl_compressed"], "dense": r["allocation"]["dense"]}
+    rows = [_one_seed_row(f"svd-llm, {name}" + (" (chosen)" if name == chosen else ""), ratio, r)
             for (name, ratio), r in results.items()]
     print(f"chosen on development text: {chosen}", file=sys.stderr)
     return chosen, rows
 
 
-def wide(seeds: list[int], ratios: list[float]) -> None:
-    """aa-svd with the chosen grid over three seeds, then docs/results/fractions.json."""
-    chosen, rows = grids()
+def _one_seed_row(run: str, ratio: float, r: dict) -> dict:
+    return {"run": run, "ratio": ratio, "seeds": "0", "dev": r["dev_ppl"], "wikitext2": r["ppl_compressed"],
+            "dense": r["allocation"]["dense"]}
+
+
+def _seeded_rows(run: str, name: str, flags: list[str], seeds: list[int], ratios: list[float]) -> list[dict]:
+    """aa-svd with `flags` over `seeds` at each ratio (+ PTB, LAMBADA): one row of spreads per ratio."""
+    rows = []
     for ratio in ratios:
-        results = [compress(f"sensitivity exact {chosen}", "aa-svd", ratio, s, grid_flags(chosen),
-                            ["--extra-eval", "ptb,lambada"]) for s in seeds]
+        results = [compress(f"sensitivity exact {name}", "aa-svd", ratio, s, flags, ["--extra-eval", "ptb,lambada"])
+                   for s in seeds]
         dense = sorted(r["allocation"]["dense"] for r in results)
-        dense = {"range": [dense[0], dense[-1]]}
-        rows.append(_spread(f"aa-svd, {chosen}", results) | {"ratio": ratio, "dense": dense})
-    _write("fractions", "The exact solver's candidate fractions",
-           f"python bench/allocations.py wide --ratios {','.join(f'{r:g}' for r in ratios)}", rows,
+        rows.append(_spread(run, results) | {"ratio": ratio, "dense": {"range": [dense[0], dense[-1]]}})
+    return rows
+
+
+def _write_float32(name: str, title: str, command: str, rows: list[dict]) -> None:
+    _write(name, title, command, rows,
            [("run", "method, allocation", None), ("ratio", "ratio", None), ("seeds", "seeds", None),
             ("dev", "development ppl", "f1"), ("wikitext2", "WikiText-2", "f1"), ("ptb", "PTB", "f1"),
             ("lambada", "LAMBADA", "f1"), ("dense", "dense projections", None)],
            f"{cpu_machine()}; float32 passes")
 
 
+def wide(seeds: list[int], ratios: list[float]) -> None:
+    """aa-svd with the chosen grid over three seeds, then docs/results/fractions.json."""
+    chosen, rows = grids()
+    rows += _seeded_rows(f"aa-svd, {chosen}", chosen, grid_flags(chosen), seeds, ratios)
+    _write_float32("fractions", "The exact solver's candidate fractions",
+                   f"python bench/allocations.py wide --ratios {','.join(f'{r:g}' for r in ratios)}", rows)
+
+
+def points_flags(name: str, grid: str = "fractions 0.2-0.9 fine") -> list[str]:
+    flags = grid_flags(grid)
+    return [*flags[:flags.index("--measure") + 1], POINTS[name], *flags[flags.index("--measure") + 2:]]
+
+
+def measured_points(seeds: list[int], ratios: list[float]) -> None:
+    """Every measurement setting with svd-llm at 20% and 40%, seed 0; aa-svd with the lowest summed log
+    development perplexity over seeds and `ratios`; then docs/results/points.json."""
+    asvd = "fractions 0.4-0.9 (ASVD's)"
+    results = {(name, r): compress(f"sensitivity exact {name}", "svd-llm", r, 0, points_flags(name))
+               for name in POINTS for r in (0.2, 0.4)}
+    chosen = min(POINTS, key=lambda n: sum(math.log(results[n, r]["dev_ppl"]) for r in (0.2, 0.4)))
+    rows = [_one_seed_row(f"svd-llm, {asvd}, measure 0.5", r,
+                          compress(f"sensitivity exact {asvd}", "svd-llm", r, 0, grid_flags(asvd)))
+            for r in (0.2, 0.4)]
+    rows += [_one_seed_row(f"svd-llm, fine grid, {name}" + (" (chosen)" if name == chosen else ""), r, x)
+             for (name, r), x in results.items()]
+    print(f"chosen on development text: {chosen}", file=sys.stderr)
+    rows += _seeded_rows(f"aa-svd, fine grid, {chosen}", chosen, points_flags(chosen), seeds, ratios)
+    _write_float32("points", "Measured fractions per projection",
+                   f"python bench/allocations.py points --ratios {','.join(f'{r:g}' for r in ratios)}", rows)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["select", "best", "table", "fast", "scratch", "grids", "wide"])
+    parser.add_argument("action", choices=["select", "best", "table", "fast", "scratch", "grids", "wide", "points"])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--ratios", default="0.2")
     args = parser.parse_args(argv)
@@ -277,6 +327,8 @@ def main(argv=None) -> None:
         grids()
     elif args.action == "wide":
         wide([int(s) for s in args.seeds.split(",")], [float(r) for r in args.ratios.split(",")])
+    elif args.action == "points":
+        measured_points([int(s) for s in args.seeds.split(",")], [float(r) for r in args.ratios.split(",")])
     else:
         table()
 

@@ -16,7 +16,12 @@ from svd_explorer.compress.allocation import (
 )
 from svd_explorer.compress.allocation.depth import default_block_count, last_k_ratios, ramp_ratios
 from svd_explorer.compress.allocation.loss import greedy_ranks, whitened_loss
-from svd_explorer.compress.allocation.sensitivity import dropped_share, extrapolated_row, search_threshold
+from svd_explorer.compress.allocation.sensitivity import (
+    dropped_share,
+    extrapolated_row,
+    parse_measure,
+    search_threshold,
+)
 from svd_explorer.compress.methods import get_method, list_methods
 from svd_explorer.model.blocks import Layout, Projection, find_layout
 from svd_explorer.model.lowrank import BudgetError
@@ -232,13 +237,30 @@ def test_sensitivity_measured_at_one_fraction_asks_one_forward_per_projection_an
 def test_extrapolation_goes_through_the_measurement_and_grows_with_the_energy_dropped():
     p = Projection("a", 0, "a", 0, 16, 16, False)
     spectrum = torch.tensor([4.0, 3, 2, 1, 0.5, 0.25, 0.1, 0.05], dtype=torch.float64)
-    row = extrapolated_row(p, spectrum, measured=12.0, dense=10.0, at=0.5, fractions=[0.25, 0.5, 0.75])
+    row = extrapolated_row(p, spectrum, measured={0.5: 12.0}, dense=10.0, fractions=[0.25, 0.5, 0.75])
     assert row[0.5] == pytest.approx(12.0)
     assert row[0.25] > row[0.5] > row[0.75] > 10.0
     assert math.log(row[0.25] / 10) / math.log(row[0.5] / 10) == pytest.approx(
         dropped_share(p, spectrum, 0.25) / dropped_share(p, spectrum, 0.5))
-    flat = extrapolated_row(p, spectrum, measured=10.0, dense=10.0, at=0.5, fractions=[0.25, 0.75])
+    flat = extrapolated_row(p, spectrum, measured={0.5: 10.0}, dense=10.0, fractions=[0.25, 0.75])
     assert flat == {0.25: 10.0, 0.75: 10.0}   # compressing it changed nothing measurable: it costs nothing
+
+
+def test_two_measurements_are_interpolated_between_and_each_is_kept():
+    """measure=0.25,0.75: both measured values come back, a fraction between lies between them on the log scale
+    (linear in the dropped share), and one beyond the smaller keeps that point's proportion."""
+    p = Projection("a", 0, "a", 0, 16, 16, False)
+    spectrum = torch.tensor([4.0, 3, 2, 1, 0.5, 0.25, 0.1, 0.05], dtype=torch.float64)
+    row = extrapolated_row(p, spectrum, measured={0.25: 40.0, 0.75: 11.0}, dense=10.0,
+                           fractions=[0.125, 0.25, 0.5, 0.75])
+    assert row[0.25] == pytest.approx(40.0) and row[0.75] == pytest.approx(11.0)
+    share = {f: dropped_share(p, spectrum, f) for f in (0.125, 0.25, 0.5, 0.75)}
+    between = (share[0.5] - share[0.75]) / (share[0.25] - share[0.75])
+    assert math.log(row[0.5] / 10) == pytest.approx(math.log(1.1) + between * (math.log(4) - math.log(1.1)))
+    assert math.log(row[0.125] / 10) == pytest.approx(math.log(4) * share[0.125] / share[0.25])
+    one = extrapolated_row(p, spectrum, measured={0.75: 11.0}, dense=10.0, fractions=[0.25])
+    assert one[0.25] != pytest.approx(row[0.25])     # the second measurement changed the estimate there
+    assert parse_measure("0.5, 0.3") == [0.3, 0.5] and parse_measure("all") is None
 
 
 def test_allocation_options_are_checked():
@@ -253,10 +275,12 @@ def test_allocation_options_are_checked():
         get_allocation("depth", slope="nan")
     with pytest.raises(ValueError, match="kept fraction must be strictly between 0 and 1"):
         get_allocation("sensitivity", fractions="0.5,1.5")
-    with pytest.raises(ValueError, match="at most 12 kept fractions, got 49"):
+    with pytest.raises(ValueError, match="fractions: at most 12 kept fractions, got 49"):
         get_allocation("sensitivity", fractions=",".join(f".{i:02d}" for i in range(1, 50)))
-    with pytest.raises(ValueError, match="measure must be all or a kept fraction"):
+    with pytest.raises(ValueError, match=r"measure \(all, or kept fractions\): expected kept fractions"):
         get_allocation("sensitivity", measure="some")
+    with pytest.raises(ValueError, match=r"measure \(all, or kept fractions\): every kept fraction must be"):
+        get_allocation("sensitivity", measure="0.3,1")
     with pytest.raises(ValueError, match="score"):
         get_allocation("sensitivity", score="accuracy")
 

@@ -16,7 +16,9 @@ the others from the spectrum of the matrix the method truncates: the log-perplex
 projection is taken proportional to the share of that spectrum's energy dropped (its local truncation
 loss), with the factor measured at F. One partial forward per projection instead of one per
 fraction; the threshold search is the same. F was chosen on development windows held out from the
-search windows (README).
+search windows (README). `measure=F1,F2` measures at each Fi and interpolates the log increase linearly
+in the dropped share between them (through the origin below the first; the nearest point's
+proportion beyond the last): one forward per projection and measured fraction.
 """
 from __future__ import annotations
 
@@ -32,29 +34,22 @@ SOLVERS = ("threshold", "exact")
 DENSE = 1.0         # the kept fraction of a projection left dense: its row holds the model's own perplexity
 
 
-def parse_fractions(text: str) -> list[float]:
+def parse_fractions(text: str, what: str = "fractions") -> list[float]:
+    """Sorted distinct kept fractions from "0.4,0.5,...", each strictly between 0 and 1, at most MAX_FRACTIONS."""
     try:
         values = sorted({float(v) for v in str(text).split(",") if v.strip()})
     except ValueError:
-        raise ValueError(f"sensitivity: fractions must be numbers separated by commas, got {text!r}") from None
+        raise ValueError(f"sensitivity {what}: expected kept fractions separated by commas, got {text!r}") from None
     if not values or not all(0 < v < 1 for v in values):
-        raise ValueError("sensitivity: every kept fraction must be strictly between 0 and 1")
+        raise ValueError(f"sensitivity {what}: every kept fraction must be strictly between 0 and 1")
     if len(values) > MAX_FRACTIONS:
-        raise ValueError(f"sensitivity: at most {MAX_FRACTIONS} kept fractions, got {len(values)}")
+        raise ValueError(f"sensitivity {what}: at most {MAX_FRACTIONS} kept fractions, got {len(values)}")
     return values
 
 
-def parse_measure(text: str) -> float | None:
-    """None for "all" (every fraction measured), else the one kept fraction measured."""
-    if str(text).strip() == "all":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"sensitivity: measure must be all or a kept fraction, got {text!r}") from None
-    if not 0 < value < 1:
-        raise ValueError("sensitivity: the measured kept fraction must be strictly between 0 and 1")
-    return value
+def parse_measure(text: str) -> list[float] | None:
+    """None for "all" (every fraction measured), else the kept fractions measured (the rest extrapolated)."""
+    return None if str(text).strip() == "all" else parse_fractions(text, "measure (all, or kept fractions)")
 
 
 def dropped_share(p, spectrum, fraction: float) -> float:
@@ -63,11 +58,22 @@ def dropped_share(p, spectrum, fraction: float) -> float:
     return float(energy[rank_for_fraction(p, fraction):].sum() / energy.sum().clamp_min(1e-300))
 
 
-def extrapolated_row(p, spectrum, measured: float, dense: float, at: float, fractions: list[float]) -> dict:
-    """{fraction: perplexity} from one measurement at kept fraction `at`: log(ppl / dense) grows in
-    proportion to the dropped share of the spectrum's energy."""
-    scale = math.log(measured / dense) / max(dropped_share(p, spectrum, at), 1e-12)
-    return {f: dense * math.exp(scale * dropped_share(p, spectrum, f)) for f in fractions}
+def extrapolated_row(p, spectrum, measured: dict, dense: float, fractions: list[float]) -> dict:
+    """{fraction: perplexity} from measurements {kept fraction: perplexity}: log(ppl / dense) as a function
+    of the dropped share of the spectrum's energy, linear between measured points and through the origin
+    below the first; beyond the last, the last point's proportion (one point: proportional throughout)."""
+    points = sorted((dropped_share(p, spectrum, f), math.log(v / dense)) for f, v in measured.items())
+    return {f: dense * math.exp(log_increase(points, dropped_share(p, spectrum, f))) for f in fractions}
+
+
+def log_increase(points: list[tuple[float, float]], share: float) -> float:
+    """Piecewise-linear through (0, 0) and `points` (share, log increase), sorted by share; proportional
+    to the last point beyond it."""
+    for (s0, y0), (s1, y1) in zip([(0.0, 0.0), *points], points):
+        if share <= s1:
+            return y0 + (y1 - y0) * (share - s0) / max(s1 - s0, 1e-12)
+    last_share, last_log = points[-1]
+    return last_log * share / max(last_share, 1e-12)
 
 
 def ranks_at_threshold(layout, table: dict, threshold: float) -> dict:
@@ -116,7 +122,8 @@ class Sensitivity(Allocation):
             "with measure=F (cached)")
     options = (Option("fractions", DEFAULT_FRACTIONS, "kept fractions tried for every projection (ASVD: 0.4-0.9)"),
                Option("measure", "all", "all: every fraction measured (ASVD); a fraction such as 0.5: only that one, "
-                      "the others extrapolated from the projection's spectrum (one forward per projection)"),
+                      "the others extrapolated from the projection's spectrum (one forward per projection); "
+                      "several, such as 0.3,0.5: interpolated between them (one forward per projection each)"),
                Option("score", "perplexity", "what a candidate is scored by: development perplexity (ASVD), or kl: "
                       "the original's perplexity times exp(mean KL from the original's next-token distribution)",
                       SCORES),
@@ -152,16 +159,16 @@ class Sensitivity(Allocation):
                                          "measured": self.config["measure"], "table": rounded})
 
     @staticmethod
-    def table(ctx, fractions: list[float], at: float | None, score: str = "perplexity") -> tuple[dict, dict]:
+    def table(ctx, fractions: list[float], at: list[float] | None, score: str = "perplexity") -> tuple[dict, dict]:
         """(name -> {fraction: development score}, name -> the score with the projection left dense), every
-        fraction measured or extrapolated from the one at `at`."""
+        fraction measured or extrapolated from those in `at`."""
         if at is None:
             measured = ctx.sensitivity(fractions + [DENSE], score)
             return ({n: {f: v for f, v in row.items() if f < DENSE} for n, row in measured.items()},
                     {n: row[DENSE] for n, row in measured.items()})
         if ctx.spectra is None:
             raise NeedsData("sensitivity: extrapolating needs the projections' spectra")
-        measured, spectra = ctx.sensitivity([at, DENSE], score), ctx.spectra()
-        return ({p.name: extrapolated_row(p, spectra[p.name], measured[p.name][at], measured[p.name][DENSE], at,
-                                          fractions) for p in ctx.layout.projections},
+        measured, spectra = ctx.sensitivity([*at, DENSE], score), ctx.spectra()
+        return ({p.name: extrapolated_row(p, spectra[p.name], {f: measured[p.name][f] for f in at},
+                                          measured[p.name][DENSE], fractions) for p in ctx.layout.projections},
                 {n: row[DENSE] for n, row in measured.items()})
