@@ -119,7 +119,7 @@ class Sensitivity(Allocation):
     summary = "each projection compressed alone at a few ratios; the least sensitive give up the most"
     source = "ASVD's sensitivity-based truncation-rank search (hahnyuan/ASVD4LLM: sensitivity.py, binary_search.py)"
     cost = ("one partial forward on development text per projection and candidate fraction, or per projection "
-            "with measure=F (cached)")
+            "and measured fraction with measure=F (cached)")
     options = (Option("fractions", DEFAULT_FRACTIONS, "kept fractions tried for every projection (ASVD: 0.4-0.9)"),
                Option("measure", "all", "all: every fraction measured (ASVD); a fraction such as 0.5: only that one, "
                       "the others extrapolated from the projection's spectrum (one forward per projection); "
