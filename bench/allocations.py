@@ -239,19 +239,31 @@ def _spread(run: str, results: list[dict]) -> dict:
             "lambada": spread([r["extra_ppl"]["lambada"] for r in results])}     # not timed: tests ran beside them
 
 
+def exact_flags(fractions: str, measure: str = "0.5") -> list[str]:
+    """sensitivity (score kl, exact solver) with these candidate and measured fractions, float32 passes."""
+    return ["--allocation", "sensitivity", "--measure", measure, "--score", "kl", "--solver", "exact",
+            "--fractions", fractions, *FLOAT32]
+
+
 def grid_flags(name: str) -> list[str]:
-    return [*CANDIDATES["sensitivity exact"], "--fractions", GRIDS[name], *FLOAT32]
+    return exact_flags(GRIDS[name])
 
 
-def grids() -> tuple[str, list[dict]]:
-    """Every candidate grid with svd-llm at 20% and 40%, seed 0; the lowest summed log development perplexity."""
-    results = {(name, ratio): compress(f"sensitivity exact {name}", "svd-llm", ratio, 0, grid_flags(name))
-               for name in GRIDS for ratio in (0.2, 0.4)}
-    chosen = min(GRIDS, key=lambda n: sum(math.log(results[n, r]["dev_ppl"]) for r in (0.2, 0.4)))
-    rows = [_one_seed_row(f"svd-llm, {name}" + (" (chosen)" if name == chosen else ""), ratio, r)
+def choose_on_development(settings: dict[str, list[str]], label: str = "") -> tuple[str, list[dict]]:
+    """Every setting with svd-llm at 20% and 40%, seed 0; the one with the lowest summed log development
+    perplexity over both ratios, and a row per run."""
+    results = {(name, ratio): compress(f"sensitivity exact {name}", "svd-llm", ratio, 0, flags)
+               for name, flags in settings.items() for ratio in (0.2, 0.4)}
+    chosen = min(settings, key=lambda n: sum(math.log(results[n, r]["dev_ppl"]) for r in (0.2, 0.4)))
+    rows = [_one_seed_row(f"svd-llm, {label}{name}" + (" (chosen)" if name == chosen else ""), ratio, r)
             for (name, ratio), r in results.items()]
     print(f"chosen on development text: {chosen}", file=sys.stderr)
     return chosen, rows
+
+
+def grids() -> tuple[str, list[dict]]:
+    """Every candidate grid (--measure 0.5): see choose_on_development."""
+    return choose_on_development({name: grid_flags(name) for name in GRIDS})
 
 
 def _one_seed_row(run: str, ratio: float, r: dict) -> dict:
@@ -286,25 +298,19 @@ def wide(seeds: list[int], ratios: list[float]) -> None:
                    f"python bench/allocations.py wide --ratios {','.join(f'{r:g}' for r in ratios)}", rows)
 
 
-def points_flags(name: str, grid: str = "fractions 0.2-0.9 fine") -> list[str]:
-    flags = grid_flags(grid)
-    return [*flags[:flags.index("--measure") + 1], POINTS[name], *flags[flags.index("--measure") + 2:]]
+def points_flags(name: str) -> list[str]:
+    return exact_flags(GRIDS["fractions 0.2-0.9 fine"], POINTS[name])
 
 
 def measured_points(seeds: list[int], ratios: list[float]) -> None:
-    """Every measurement setting with svd-llm at 20% and 40%, seed 0; aa-svd with the lowest summed log
-    development perplexity over seeds and `ratios`; then docs/results/points.json."""
+    """Every measurement setting with svd-llm at 20% and 40%, seed 0, beside ASVD's grid measured once; aa-svd
+    with the chosen setting over seeds and `ratios`; then docs/results/points.json."""
     asvd = "fractions 0.4-0.9 (ASVD's)"
-    results = {(name, r): compress(f"sensitivity exact {name}", "svd-llm", r, 0, points_flags(name))
-               for name in POINTS for r in (0.2, 0.4)}
-    chosen = min(POINTS, key=lambda n: sum(math.log(results[n, r]["dev_ppl"]) for r in (0.2, 0.4)))
     rows = [_one_seed_row(f"svd-llm, {asvd}, measure 0.5", r,
                           compress(f"sensitivity exact {asvd}", "svd-llm", r, 0, grid_flags(asvd)))
             for r in (0.2, 0.4)]
-    rows += [_one_seed_row(f"svd-llm, fine grid, {name}" + (" (chosen)" if name == chosen else ""), r, x)
-             for (name, r), x in results.items()]
-    print(f"chosen on development text: {chosen}", file=sys.stderr)
-    rows += _seeded_rows(f"aa-svd, fine grid, {chosen}", chosen, points_flags(chosen), seeds, ratios)
+    chosen, chosen_rows = choose_on_development({name: points_flags(name) for name in POINTS}, "fine grid, ")
+    rows += chosen_rows + _seeded_rows(f"aa-svd, fine grid, {chosen}", chosen, points_flags(chosen), seeds, ratios)
     _write_float32("points", "Measured fractions per projection",
                    f"python bench/allocations.py points --ratios {','.join(f'{r:g}' for r in ratios)}", rows)
 
@@ -315,20 +321,21 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--ratios", default="0.2")
     args = parser.parse_args(argv)
+    seeds, ratios = [int(s) for s in args.seeds.split(",")], [float(r) for r in args.ratios.split(",")]
     if args.action == "select":
         select()
     elif args.action == "best":
-        best([int(s) for s in args.seeds.split(",")], [float(r) for r in args.ratios.split(",")])
+        best(seeds, ratios)
     elif args.action == "fast":
-        fast([int(s) for s in args.seeds.split(",")])
+        fast(seeds)
     elif args.action == "scratch":
-        scratch([int(s) for s in args.seeds.split(",")])
+        scratch(seeds)
     elif args.action == "grids":
         grids()
     elif args.action == "wide":
-        wide([int(s) for s in args.seeds.split(",")], [float(r) for r in args.ratios.split(",")])
+        wide(seeds, ratios)
     elif args.action == "points":
-        measured_points([int(s) for s in args.seeds.split(",")], [float(r) for r in args.ratios.split(",")])
+        measured_points(seeds, ratios)
     else:
         table()
 
