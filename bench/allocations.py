@@ -9,6 +9,10 @@
     python bench/allocations.py wide       # aa-svd with the chosen fractions at --ratios, seeds 0,1,2 (+ table)
     python bench/allocations.py points     # measured fractions (one, two, three): svd-llm at 20 and 40%, seed 0,
                                            # then aa-svd with the chosen one at --ratios, seeds 0,1,2 (+ table)
+    python bench/allocations.py longer     # aa-svd with the points' allocation and 200 refinement steps instead of
+                                           # 100 at --ratios, seeds 0,1,2, beside the 100-step rows (+ table)
+    python bench/allocations.py kept       # the fast pipeline from scratch with the statistics pass's outputs
+                                           # recomputed (as before) and kept, --seeds, timed alone (+ table)
 
 `select` compares, on the development perplexity (8 BoolQ windows of 512 tokens disjoint from the
 calibration and from the 2 search windows), uniform, `loss` with floors 0 / 0.1 / 0.25 / 0.5, `zero-sum`
@@ -45,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import shutil
 import statistics
@@ -91,16 +96,17 @@ def slug(name: str) -> str:
 
 
 def compress(name: str, method: str, ratio: float, seed: int, flags: list[str], extra: list[str] = (),
-             path: Path | None = None, cache: str | None = None) -> dict:
+             path: Path | None = None, cache: str | None = None, env: dict | None = None) -> dict:
     """One run's result, run with the README protocol unless its JSON exists; by default every run of a seed
-    shares that seed's statistics cache."""
+    shares that seed's statistics cache. `env`: variables set for that run."""
     path = path or OUT / f"{method}-{slug(name)}-r{ratio:g}-s{seed}.json"
     if not path.exists():
         OUT.mkdir(parents=True, exist_ok=True)
         args = ["compress", *PROTOCOL, "--method", method, "--ratio", str(ratio), "--seed", str(seed), *flags,
                 *extra, "--stats-cache", cache or f"/tmp/svd-explorer-allocations-s{seed}", "--json", str(path)]
         print("python -m svd_explorer " + " ".join(args), file=sys.stderr, flush=True)
-        subprocess.run([sys.executable, "-m", "svd_explorer", *args], check=True, cwd=ROOT)
+        subprocess.run([sys.executable, "-m", "svd_explorer", *args], check=True, cwd=ROOT,
+                       env={**os.environ, **(env or {})})
     return json.loads(path.read_text())
 
 
@@ -222,6 +228,35 @@ def scratch(seeds: list[int]) -> None:
                   ("refinement", "refinement s", "f1"), ("x_forward", "× its forward", "f1")])
 
 
+FAST = [*REFINEMENTS["refine 50 steps lr 6e-4"], "--search-windows", "1"]   # what `fast` chose (fast_select.json)
+KEEPING = {"recomputed": "0", "kept": "2048"}      # SVD_EXPLORER_KEEP_OUTPUTS_MB: off (as before), the default
+
+
+def kept(seeds: list[int]) -> None:
+    """The chosen faster pipeline from an empty cache per seed, float32 passes, alone on the machine: once with
+    the statistics pass's block outputs thrown away (the pipeline recomputes them, as before kept_stream.py)
+    and once kept; the same model, one forward less. Writes docs/results/kept.json."""
+    rows = []
+    for seed in seeds:
+        for label, limit in KEEPING.items():
+            name, cache = f"fast from scratch, outputs {label}", f"/tmp/svd-explorer-kept-s{seed}"
+            path = OUT / f"{slug(name)}-s{seed}.json"
+            if not path.exists():
+                shutil.rmtree(cache, ignore_errors=True)
+            result = compress(name, "aa-svd", 0.2, seed, CANDIDATES["sensitivity exact"],
+                              [*FAST, *FLOAT32, "--extra-eval", "ptb,lambada"], path=path, cache=cache,
+                              env={"SVD_EXPLORER_KEEP_OUTPUTS_MB": limit})
+            rows.append(_timed(f"outputs {label}", result) | {"rss": result["peak_rss_mb"]})
+    _write("kept", "The faster best pipeline from an empty cache, the statistics pass's outputs kept or not",
+           f"python bench/allocations.py kept --seeds {','.join(map(str, seeds))}", rows,
+           [("run", "original outputs", None), ("seed", "seed", None), ("dev", "development ppl", "f2"),
+            ("wikitext2", "WikiText-2", "f2"), ("forward", "its forward s", "f1"),
+            ("statistics", "statistics s", "f1"), ("allocation", "search s", "f1"),
+            ("compression", "compression s", "f1"), ("refinement", "refinement s", "f1"),
+            ("x_forward", "× its forward", "f2"), ("rss", "peak RSS MB", "f0")],
+           f"{cpu_machine()}; float32 passes")
+
+
 def _timed(run: str, r: dict) -> dict:
     t = r["timings"]
     work = t["statistics"] + t["allocation"] + t["compression"] + t["refinement"]
@@ -315,9 +350,27 @@ def measured_points(seeds: list[int], ratios: list[float]) -> None:
                    f"python bench/allocations.py points --ratios {','.join(f'{r:g}' for r in ratios)}", rows)
 
 
+LONGER = ["--refine-steps", "200"]       # the refinement's steps doubled, at the default learning rate (3e-4)
+
+
+def longer(seeds: list[int], ratios: list[float]) -> None:
+    """aa-svd with the points' chosen allocation (fine grid, measure 0.3,0.5) refined 200 steps a block instead of
+    the default 100, over seeds at each ratio, beside the 100-step rows; docs/results/longer.json. The first run
+    (40%, seed 0) was read on the development text before the others were run."""
+    name = "measure 0.3,0.5"
+    rows = []
+    for ratio in ratios:
+        rows += _seeded_rows(f"aa-svd, {name}, refine 100 steps", name, points_flags(name), seeds, [ratio])
+        rows += _seeded_rows(f"aa-svd, {name}, refine 200 steps", f"{name} refine 200 steps",
+                             [*points_flags(name), *LONGER], seeds, [ratio])
+    _write_float32("longer", "Longer block refinement with the best allocation",
+                   f"python bench/allocations.py longer --ratios {','.join(f'{r:g}' for r in ratios)}", rows)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["select", "best", "table", "fast", "scratch", "grids", "wide", "points"])
+    parser.add_argument("action", choices=["select", "best", "table", "fast", "scratch", "grids", "wide", "points",
+                                           "kept", "longer"])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--ratios", default="0.2")
     args = parser.parse_args(argv)
@@ -336,6 +389,10 @@ def main(argv=None) -> None:
         wide(seeds, ratios)
     elif args.action == "points":
         measured_points(seeds, ratios)
+    elif args.action == "kept":
+        kept(seeds)
+    elif args.action == "longer":
+        longer(seeds, ratios)
     else:
         table()
 

@@ -8,8 +8,10 @@ from conftest import VOCAB, tiny_ids, tiny_model
 
 from svd_explorer.cache.statistics import FILE, MANIFEST, cache_key, key_folder, load_or_compute
 from svd_explorer.compress.decompositions import DecompositionStore, digest, kept_rank, reusing
+from svd_explorer.compress.kept_stream import KeptStream
 from svd_explorer.compress.methods import get_method
 from svd_explorer.compress.pipeline import DEPTH_WINDOWS, Passes, compress_model
+from svd_explorer.compress.refine import RefineSettings
 from svd_explorer.run.engine import keeps_decompositions
 from svd_explorer.ui import texts
 
@@ -81,6 +83,31 @@ def test_cached_statistics_give_exactly_the_same_weights(tmp_path, method):
     if method != "saes-svd":   # an original-stream method pushes its compressed stream over a few windows only
         assert b.calibration["depth_windows"] == a.calibration["depth_windows"] == DEPTH_WINDOWS < len(IDS)
         assert [blk.rel_error for blk in a.blocks] == pytest.approx([blk.rel_error for blk in b.blocks], rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["aa-svd", "svd-llm", "saes-svd"])
+def test_the_statistics_pass_outputs_kept_give_exactly_the_same_model(tmp_path, method):
+    """The pipeline takes the original blocks' outputs the statistics pass left instead of running every original
+    block again; the refined (or sequential) model is the same, bit for bit, and every kept block is handed out."""
+    model, refine = tiny_model("llama"), RefineSettings(steps=4, lr=1e-3)
+    kept = KeptStream(len(model.model.layers))
+    cached, state = load_or_compute(tmp_path, key(model), model, IDS, 2, "float32", kept=kept)
+    assert state == "computed" and len(kept.outputs) == len(model.model.layers)
+    runs = [compress_model(model, get_method(method), 0.3, IDS, batch_size=2, precision="float32",
+                           statistics=cached, refine=refine, kept=k)[0] for k in (None, kept)]
+    x, y = (r.state_dict() for r in runs)
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    assert all(block is None for block in kept.outputs)
+    assert kept.describe() == f"kept from the statistics pass ({len(kept.outputs)} of {len(kept.outputs)} blocks)"
+
+
+def test_outputs_past_the_limit_are_not_kept_at_all(tmp_path):
+    model = tiny_model("llama")
+    kept = KeptStream(len(model.model.layers), limit=1000)     # a few KiB: 0 MiB
+    load_or_compute(tmp_path, key(model), model, IDS, 2, "float32", kept=kept)
+    assert kept.outputs is None and kept.take(0, 3) is None
+    assert kept.describe().startswith("computed by the pipeline (they would take") and "over the 0 allowed" in \
+        kept.describe()
 
 
 @pytest.mark.parametrize("method", ["svd", "asvd", "svd-llm", "ressvd"])

@@ -27,6 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..compress.decompositions import digest
+from ..compress.kept_stream import KeptStream
 from ..compress.linalg import singular_values
 from ..compress.pipeline import Passes, block_statistics, capture_calls, first_members, shell_copy
 from ..compress.records import floats
@@ -150,23 +151,26 @@ def key_folder(root: Path, key: dict) -> Path:
     return Path(root) / digest
 
 
-def load_or_compute(root, key: dict, model, calib_ids, batch_size: int, precision: str, emit=None, check=None):
-    """(OriginalStatistics, "hit" or "computed" or the reason it was recomputed)."""
+def load_or_compute(root, key: dict, model, calib_ids, batch_size: int, precision: str, emit=None, check=None,
+                    kept: KeptStream | None = None):
+    """(OriginalStatistics, "hit" or "computed" or the reason it was recomputed); a computing pass leaves the
+    original blocks' outputs in `kept`."""
     emit = emit or (lambda kind, data: None)
     folder = key_folder(root, key)
     reason = _unusable(folder, key)
     if reason is None:
         return _open(folder, Passes.of(model, precision).home), "hit"
     emit("status", f"statistics of the original model: computing them once ({reason})")
-    tensors, spectra, tokens = collect(model, calib_ids, batch_size, precision, emit, check)
+    tensors, spectra, tokens = collect(model, calib_ids, batch_size, precision, emit, check, kept)
     write(folder, key, tensors, spectra, tokens)
     evict(Path(root), keep=folder)
     return _open(folder, Passes.of(model, precision).home), "computed" if reason == "not cached yet" else \
         f"recomputed: {reason}"
 
 
-def collect(model, calib_ids, batch_size: int, precision: str, emit=None, check=None):
-    """({"b.g.gram", "b.g.absmean": tensor}, {projection: raw spectrum}, tokens): one pass of the original model."""
+def collect(model, calib_ids, batch_size: int, precision: str, emit=None, check=None, kept: KeptStream | None = None):
+    """({"b.g.gram", "b.g.absmean": tensor}, {projection: raw spectrum}, tokens): one pass of the original model,
+    whose block outputs go to `kept` for the pipeline to reuse."""
     emit, check = emit or (lambda kind, data: None), check or (lambda: None)
     passes = Passes.of(model, precision)
     work = shell_copy(model)
@@ -181,6 +185,8 @@ def collect(model, calib_ids, batch_size: int, precision: str, emit=None, check=
             with onloaded(layout.blocks[b]) as block:
                 stats, stream = block_statistics(block, [c[b] for c in calls], stream, first_members(todo), WANTED,
                                                  passes.autocast, passes.home, check, passes.stream_dtype)
+                if kept is not None:
+                    kept.keep(stream)
                 for p in todo:
                     weight = dense_weight_and_bias(block.get_submodule(p.local))[0].detach().to(passes.home)
                     spectra[p.name] = floats(singular_values(weight))

@@ -37,6 +37,7 @@ from ..model.devices import Clock, describe_linalg, float64_device, model_device
 from ..model.lowrank import LowRankLinear, check_ratio, dense_weight_and_bias, set_submodule
 from ..model.offload import onloaded, release_memory, store_block, without_hooks
 from .allocation import AllocationContext, get_allocation
+from .kept_stream import KeptStream
 from .linalg import singular_values, weighted_error
 from .methods.base import Budget, Method
 from .records import BlockRecord, CompressionRecord, ProjectionRecord, floats
@@ -281,7 +282,7 @@ def uniform_ranks(layout: Layout, ratio: float) -> dict:
 def compress_model(model: nn.Module, method: Method, ratio: float, calib_ids: torch.Tensor, *,
                    ranks: dict | None = None, refine: RefineSettings | None = None, batch_size: int = 8,
                    precision: str = "auto", callback=None, cancel=None, statistics=None, placement=None,
-                   prepared: bool = False):
+                   prepared: bool = False, kept: KeptStream | None = None):
     """Compress `model` (never modified) with `method` at `ratio`; returns (compressed model, CompressionRecord).
 
     `ranks` (from an allocation) gives each projection's rank, None for dense; default uniform.
@@ -289,7 +290,8 @@ def compress_model(model: nn.Module, method: Method, ratio: float, calib_ids: to
     (stats_cache.py); `placement` keeps finished blocks offloaded (offload.py). `precision` is the
     arithmetic of the calibration passes: float32, or bfloat16 autocast as the reference GPU
     implementations run them (statistics and decompositions stay float32/float64 either way). `prepared`: the
-    caller ran `method.prepare` already (the engine does, before the allocation)."""
+    caller ran `method.prepare` already (the engine does, before the allocation). `kept`: the original blocks'
+    outputs on these windows in these batches, left by the pass that computed `statistics` (kept_stream.py)."""
     check_ratio(ratio)
     clock = Clock(model_device(model))
     emit = callback or (lambda kind, data: None)
@@ -301,7 +303,8 @@ def compress_model(model: nn.Module, method: Method, ratio: float, calib_ids: to
     check = cancel_check(cancel)
     if not prepared:     # a run prepares the method once, before its allocation reads it
         method.prepare(PrepareContext(model, layout, calib_ids, check, emit))
-    run = _Run(method, model, budgets, calib_ids, batch_size, precision, emit, check, statistics, refine, placement)
+    run = _Run(method, model, budgets, calib_ids, batch_size, precision, emit, check, statistics, refine, placement,
+               kept)
     emit("start", {"blocks": layout.num_blocks, "projections": [p.name for p in layout.projections],
                    "plan": {k: asdict(v) for k, v in budgets.items()}})
     for index in range(layout.num_blocks):
@@ -315,8 +318,8 @@ class _Run:
     """State of one compression run: the two streams, the target model and the records."""
 
     def __init__(self, method, model, budgets, calib_ids, batch_size, precision, emit, check, statistics, refine,
-                 placement):
-        self.method, self.budgets, self.emit, self.check = method, budgets, emit, check
+                 placement, kept=None):
+        self.method, self.budgets, self.emit, self.check, self.kept = method, budgets, emit, check, kept
         self.statistics, self.refine, self.placement = statistics, refine, placement
         passes = Passes.of(model, precision)
         self.device, self.home, self.stream_dtype = passes.device, passes.home, passes.stream_dtype
@@ -343,9 +346,10 @@ class _Run:
         self.check()
         todo = [p for p in self.layout.block_projections(index) if p.name in self.budgets]
         self.emit("progress", {"block": index, "blocks": self.layout.num_blocks, "step": "starting"})
+        kept = self.kept.take(index, len(self.h_f)) if self.kept is not None else None
         with onloaded(self.layout.blocks[index]) as reference:
-            block, next_f, refine, next_c = (self.compress_block(index, reference, todo) if todo
-                                             else (reference, None, None, None))
+            block, next_f, refine, next_c = (self.compress_block(index, reference, todo, kept) if todo
+                                             else (reference, kept, None, None))
             if next_f is None:
                 next_f = self.forward(reference, index, self.h_f)
             self.diverged = self.diverged or bool(todo)
@@ -361,21 +365,22 @@ class _Run:
         self.blocks.append(record)
         self.emit("block", asdict(record))
 
-    def compress_block(self, index, reference, todo):
-        """A compressed copy of `reference`, the next original stream and the next compressed stream when
-        they were computed on the way, and the refinement record."""
+    def compress_block(self, index, reference, todo, next_f=None):
+        """A compressed copy of `reference`, the next original stream (`next_f` when it was kept) and the next
+        compressed stream when they were computed on the way, and the refinement record."""
         block = without_hooks(copy.deepcopy(reference))
-        next_f = None
         with torch.no_grad():
             if self.method.sequential:
-                cached, next_f = self.original_inputs(reference, index, todo)
+                cached, computed = self.original_inputs(reference, index, todo)
+                next_f = computed or next_f
                 for g in range(len(self.layout.groups)):
                     members = [p for p in todo if p.group == g]
                     if members:
                         stats = self.group_statistics(block, reference, index, members[0], cached.get(g))
                         self.replace(block, reference, members, stats)
             else:
-                all_stats, next_f = self.original_statistics(reference, index, todo)
+                all_stats, computed = self.original_statistics(reference, index, todo)
+                next_f = computed or next_f
                 for g, stats in all_stats.items():
                     self.replace(block, reference, [p for p in todo if p.group == g], stats)
         refine = next_c = None

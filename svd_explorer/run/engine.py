@@ -33,6 +33,7 @@ from ..compress.allocation import AllocationContext, NeedsData
 from ..compress.candidates import DevScorer
 from ..compress.decompositions import DecompositionStore, digest, reusing
 from ..compress.gradients import dropped_component_scores, mean_gradients
+from ..compress.kept_stream import KeptStream
 from ..compress.pipeline import Passes, PrepareContext, cancel_check, compress_model
 from ..compress.quantize import quantize
 from ..compress.stats import Statistics
@@ -255,6 +256,8 @@ def _compress(plan: Plan, lm, placement, texts: _Texts, emit, check, cancel, pha
     """(compressed model, its RunRecord before measuring): statistics, allocation, the pipeline."""
     config, method, allocation, refine = plan.config, plan.method, plan.allocation, plan.refine
     study = _Study(config, lm, method, texts.calib_ids, texts.calib_desc, emit, check)
+    if placement.offloaded:       # offloading is for models that barely fit: nothing more is held
+        study.kept.limit = 0
     with phases("statistics"):
         statistics = study.statistics(needed_by_allocation=allocation.needs_statistics)
     with phases("allocation"):
@@ -266,13 +269,15 @@ def _compress(plan: Plan, lm, placement, texts: _Texts, emit, check, cancel, pha
         compressed, record = compress_model(
             lm.model, method, config.ratio, texts.calib_ids, ranks=allocated.ranks, refine=refine,
             batch_size=config.batch_size, precision=config.precision, callback=emit, cancel=cancel,
-            statistics=statistics, placement=placement if placement.offloaded else None, prepared=True)
+            statistics=statistics, placement=placement if placement.offloaded else None, prepared=True,
+            kept=study.kept)
     _split_compression(phases, record)
     record.extras.update(allocated.info)
     record.calibration.update(source=config.calib, description=texts.calib_desc, samples=config.calib_samples,
                               seed=config.seed, statistics=study.statistics_state,
                               statistics_seconds=phases.seconds["statistics"],
                               decompositions=stored.describe() if stored else "not stored",
+                              original_outputs=study.kept.describe(),
                               **({"prepared": study.prepared} if study.prepared else {}))
     return compressed, _record(
         config, lm, record, placement, texts, allocation_seconds=phases.seconds["allocation"],
@@ -407,6 +412,7 @@ class _Study:
         self.config, self.lm, self.method, self.calib_ids, self.calib_desc = config, lm, method, calib_ids, calib_desc
         self.emit, self.check = emit, check
         self.cached = None
+        self.kept = KeptStream(find_layout(lm.model).num_blocks)   # filled only when this run computes statistics
         self.statistics_state = "computed in the pass"
         self.prepared = {}         # kind -> cache state of what the method measured before the blocks
         self.scorer, self.dev_ids = None, None
@@ -419,14 +425,15 @@ class _Study:
         if self.config.stats_cache == "off":
             if needed_by_allocation:
                 self.cached = _in_memory(collect(self.lm.model, self.calib_ids, self.config.batch_size,
-                                                 self.config.precision, self.emit, self.check), self.lm.model)
+                                                 self.config.precision, self.emit, self.check, self.kept),
+                                         self.lm.model)
                 self.statistics_state = "computed once for the allocation (no cache)"
             return self.cached
         root = self._root()
         if not wanted and not (key_folder(root, self.key) / "manifest.json").exists():
             return None
         self.cached, state = load_or_compute(root, self.key, self.lm.model, self.calib_ids, self.config.batch_size,
-                                             self.config.precision, self.emit, self.check)
+                                             self.config.precision, self.emit, self.check, self.kept)
         self.statistics_state = f"cache {state}"
         return self.cached
 
