@@ -250,10 +250,10 @@ def kept(seeds: list[int]) -> None:
     _write("kept", "The faster best pipeline from an empty cache, the statistics pass's outputs kept or not",
            f"python bench/allocations.py kept --seeds {','.join(map(str, seeds))}", rows,
            [("run", "original outputs", None), ("seed", "seed", None), ("dev", "development ppl", "f2"),
-            ("wikitext2", "WikiText-2", "f2"), ("forward", "its forward s", "f1"),
-            ("statistics", "statistics s", "f1"), ("allocation", "search s", "f1"),
+            ("wikitext2", "WikiText-2", "f2"), ("ptb", "PTB", "f2"), ("lambada", "LAMBADA", "f2"),
+            ("forward", "its forward s", "f1"), ("statistics", "statistics s", "f1"), ("allocation", "search s", "f1"),
             ("compression", "compression s", "f1"), ("refinement", "refinement s", "f1"),
-            ("x_forward", "× its forward", "f2"), ("rss", "peak RSS MB", "f0")],
+            ("x_forward", "× its forward", "f1"), ("rss", "peak RSS MB", "f0")],
            f"{cpu_machine()}; float32 passes")
 
 
