@@ -360,8 +360,8 @@ def longer(seeds: list[int], ratios: list[float]) -> None:
     name = "measure 0.3,0.5"
     rows = []
     for ratio in ratios:
-        rows += _seeded_rows(f"aa-svd, {name}, refine 100 steps", name, points_flags(name), seeds, [ratio])
-        rows += _seeded_rows(f"aa-svd, {name}, refine 200 steps", f"{name} refine 200 steps",
+        rows += _seeded_rows(f"aa-svd, fine grid, {name}, refine 100 steps", name, points_flags(name), seeds, [ratio])
+        rows += _seeded_rows(f"aa-svd, fine grid, {name}, refine 200 steps", f"{name} refine 200 steps",
                              [*points_flags(name), *LONGER], seeds, [ratio])
     _write_float32("longer", "Longer block refinement with the best allocation",
                    f"python bench/allocations.py longer --ratios {','.join(f'{r:g}' for r in ratios)}", rows)
