@@ -8,10 +8,11 @@ from conftest import VOCAB, tiny_ids, tiny_model
 
 from svd_explorer.cache.statistics import FILE, MANIFEST, cache_key, key_folder, load_or_compute
 from svd_explorer.compress.decompositions import DecompositionStore, digest, kept_rank, reusing
-from svd_explorer.compress.kept_stream import KeptStream
+from svd_explorer.compress.kept_stream import LIMIT_VARIABLE, KeptStream, limit_bytes
 from svd_explorer.compress.methods import get_method
 from svd_explorer.compress.pipeline import DEPTH_WINDOWS, Passes, compress_model
 from svd_explorer.compress.refine import RefineSettings
+from svd_explorer.errors import ConfigError
 from svd_explorer.run.engine import keeps_decompositions
 from svd_explorer.ui import texts
 
@@ -90,7 +91,7 @@ def test_the_statistics_pass_outputs_kept_give_exactly_the_same_model(tmp_path, 
     """The pipeline takes the original blocks' outputs the statistics pass left instead of running every original
     block again; the refined (or sequential) model is the same, bit for bit, and every kept block is handed out."""
     model, refine = tiny_model("llama"), RefineSettings(steps=4, lr=1e-3)
-    kept = KeptStream(len(model.model.layers))
+    kept = KeptStream(len(model.model.layers), limit_bytes())
     cached, state = load_or_compute(tmp_path, key(model), model, IDS, 2, "float32", kept=kept)
     assert state == "computed" and len(kept.outputs) == len(model.model.layers)
     runs = [compress_model(model, get_method(method), 0.3, IDS, batch_size=2, precision="float32",
@@ -108,6 +109,15 @@ def test_outputs_past_the_limit_are_not_kept_at_all(tmp_path):
     assert kept.outputs is None and kept.take(0, 3) is None
     assert kept.describe().startswith("computed by the pipeline (they would take") and "over the 0 allowed" in \
         kept.describe()
+
+
+def test_the_kept_outputs_bound_comes_from_the_environment_or_says_what_is_wrong(monkeypatch):
+    assert limit_bytes() == 2048 << 20
+    monkeypatch.setenv(LIMIT_VARIABLE, "0")
+    assert limit_bytes() == 0
+    monkeypatch.setenv(LIMIT_VARIABLE, "lots")
+    with pytest.raises(ConfigError, match="SVD_EXPLORER_KEEP_OUTPUTS_MB must be a whole number of MiB, got 'lots'"):
+        limit_bytes()
 
 
 @pytest.mark.parametrize("method", ["svd", "asvd", "svd-llm", "ressvd"])

@@ -14,18 +14,28 @@ import os
 
 import torch
 
+from ..errors import ConfigError
 from ..model.offload import free_memory
 
-# The most the kept outputs may hold (MiB), and never more than a quarter of the memory free when the first
-# block's arrive; beyond it nothing is kept and the pipeline recomputes them.
-# SVD_EXPLORER_KEEP_OUTPUTS_MB=0 keeps nothing: less memory, one forward more (bench/allocations.py kept).
-LIMIT_BYTES = max(0, int(os.environ.get("SVD_EXPLORER_KEEP_OUTPUTS_MB", "2048"))) << 20
+LIMIT_VARIABLE, LIMIT_MB = "SVD_EXPLORER_KEEP_OUTPUTS_MB", 2048
+
+
+def limit_bytes() -> int:
+    """The most the kept outputs may hold: SVD_EXPLORER_KEEP_OUTPUTS_MB (default 2048; 0 keeps nothing: less
+    memory, one forward more, as bench/allocations.py kept compares), and never more than a quarter of the
+    memory free when the first block's arrive; beyond it nothing is kept and the pipeline recomputes them."""
+    text = os.environ.get(LIMIT_VARIABLE, str(LIMIT_MB))
+    try:
+        megabytes = int(text)
+    except ValueError:
+        raise ConfigError(f"{LIMIT_VARIABLE} must be a whole number of MiB, got {text!r}") from None
+    return max(0, megabytes) << 20
 
 
 class KeptStream:
     """Per block, the original block's outputs on each calibration batch; each block's are handed out once."""
 
-    def __init__(self, blocks: int, limit: int = LIMIT_BYTES):
+    def __init__(self, blocks: int, limit: int):
         self.blocks, self.limit = blocks, limit
         self.outputs: list[list[torch.Tensor] | None] | None = []
         self.taken, self.refused = 0, ""

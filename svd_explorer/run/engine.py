@@ -33,7 +33,7 @@ from ..compress.allocation import AllocationContext, NeedsData
 from ..compress.candidates import DevScorer
 from ..compress.decompositions import DecompositionStore, digest, reusing
 from ..compress.gradients import dropped_component_scores, mean_gradients
-from ..compress.kept_stream import KeptStream
+from ..compress.kept_stream import KeptStream, limit_bytes
 from ..compress.pipeline import Passes, PrepareContext, cancel_check, compress_model
 from ..compress.quantize import quantize
 from ..compress.stats import Statistics
@@ -255,9 +255,8 @@ class _Texts:
 def _compress(plan: Plan, lm, placement, texts: _Texts, emit, check, cancel, phases: Phases):
     """(compressed model, its RunRecord before measuring): statistics, allocation, the pipeline."""
     config, method, allocation, refine = plan.config, plan.method, plan.allocation, plan.refine
-    study = _Study(config, lm, method, texts.calib_ids, texts.calib_desc, emit, check)
-    if placement.offloaded:       # offloading is for models that barely fit: nothing more is held
-        study.kept.limit = 0
+    study = _Study(config, lm, method, texts.calib_ids, texts.calib_desc, emit, check,
+                   keep_outputs=not placement.offloaded)     # offloading is for models that barely fit
     with phases("statistics"):
         statistics = study.statistics(needed_by_allocation=allocation.needs_statistics)
     with phases("allocation"):
@@ -408,11 +407,12 @@ def _allocation_summary(allocated) -> dict:
 class _Study:
     """Original-stream statistics, development text and the allocation context of one run, made lazily."""
 
-    def __init__(self, config, lm, method, calib_ids, calib_desc, emit, check):
+    def __init__(self, config, lm, method, calib_ids, calib_desc, emit, check, keep_outputs: bool = False):
         self.config, self.lm, self.method, self.calib_ids, self.calib_desc = config, lm, method, calib_ids, calib_desc
         self.emit, self.check = emit, check
         self.cached = None
-        self.kept = KeptStream(find_layout(lm.model).num_blocks)   # filled only when this run computes statistics
+        # the statistics pass's block outputs, filled only when this run computes statistics
+        self.kept = KeptStream(find_layout(lm.model).num_blocks, limit_bytes() if keep_outputs else 0)
         self.statistics_state = "computed in the pass"
         self.prepared = {}         # kind -> cache state of what the method measured before the blocks
         self.scorer, self.dev_ids = None, None
