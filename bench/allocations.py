@@ -401,25 +401,10 @@ def auto_passes(seeds: list[int]) -> None:
     issue's bar (issue_bar), the fewest steps, then the lowest excess, is chosen; it, the first choice and the
     50-step pipeline then run from an empty cache per seed, alone on the machine. Writes
     docs/results/auto_passes.json."""
-    bar, rows, excesses = issue_bar(), [], {}
-    print(f"the issue's bar: development / original <= {bar:.4f}", file=sys.stderr)
-    for name, extra in AUTO_SHORTER.items():
-        rows.append(_selection_row(f"{name} (development, cached)", [
-            compress(f"auto passes {name}", "aa-svd", 0.2, s, CANDIDATES["sensitivity exact"],
-                     [*extra, *ONE_WINDOW, *DEV_ONLY]) for s in seeds]))
-        excesses[name] = rows[-1]["excess"]["mean"]
-    passing = [n for n, e in excesses.items() if e <= bar] or ["refine 50 steps lr 6e-4"]
-    chosen = min(passing, key=lambda n: (int(SETTINGS[n][1]), excesses.get(n, 0)))
-    print(f"chosen: {chosen}", file=sys.stderr)
+    bar = issue_bar()
+    rows, chosen = _choose_auto(seeds, bar)
     for name in dict.fromkeys([chosen, *ALSO_FROM_SCRATCH]):
-        for seed in seeds:
-            label, cache = f"auto passes from scratch, {name}", f"/tmp/svd-explorer-auto-s{seed}"
-            path = OUT / f"{slug(label)}-s{seed}.json"
-            if not path.exists():
-                shutil.rmtree(cache, ignore_errors=True)
-            result = compress(label, "aa-svd", 0.2, seed, CANDIDATES["sensitivity exact"],
-                              [*SETTINGS[name], *ONE_WINDOW, "--extra-eval", "ptb,lambada"], path=path, cache=cache)
-            rows.append(_timed(f"{name}, from scratch", result) | {"excess": excess(result)})
+        rows += [_auto_from_scratch(name, seed) for seed in seeds]
     _write("auto_passes", "The faster pipeline with this CPU's default (bfloat16) passes and shorter refinements",
            f"python bench/allocations.py auto --seeds {','.join(map(str, seeds))}", rows,
            [("run", "refinement", None), ("seed", "seed", None), ("dev", "development ppl", "f2"),
@@ -430,6 +415,32 @@ def auto_passes(seeds: list[int]) -> None:
             ("x_forward", "× its forward", "f1")],
            f"{cpu_machine()}; --precision auto (bfloat16 passes here); the bar: {bar:.4f}")
 
+
+
+def _choose_auto(seeds: list[int], bar: float) -> tuple[list[dict], str]:
+    """A development row per AUTO_SHORTER setting, and the fewest steps (then lowest excess) under `bar`."""
+    print(f"the issue's bar: development / original <= {bar:.4f}", file=sys.stderr)
+    rows, excesses = [], {}
+    for name, extra in AUTO_SHORTER.items():
+        rows.append(_selection_row(f"{name} (development, cached)", [
+            compress(f"auto passes {name}", "aa-svd", 0.2, s, CANDIDATES["sensitivity exact"],
+                     [*extra, *ONE_WINDOW, *DEV_ONLY]) for s in seeds]))
+        excesses[name] = rows[-1]["excess"]["mean"]
+    passing = [n for n, e in excesses.items() if e <= bar] or ["refine 50 steps lr 6e-4"]
+    chosen = min(passing, key=lambda n: (int(SETTINGS[n][1]), excesses.get(n, 0)))
+    print(f"chosen: {chosen}", file=sys.stderr)
+    return rows, chosen
+
+
+def _auto_from_scratch(name: str, seed: int) -> dict:
+    """The pipeline with refinement `name` and auto passes from an empty cache, timed (its JSON reused if there)."""
+    label, cache = f"auto passes from scratch, {name}", f"/tmp/svd-explorer-auto-s{seed}"
+    path = OUT / f"{slug(label)}-s{seed}.json"
+    if not path.exists():
+        shutil.rmtree(cache, ignore_errors=True)
+    result = compress(label, "aa-svd", 0.2, seed, CANDIDATES["sensitivity exact"],
+                      [*SETTINGS[name], *ONE_WINDOW, "--extra-eval", "ptb,lambada"], path=path, cache=cache)
+    return _timed(f"{name}, from scratch", result) | {"excess": excess(result)}
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
