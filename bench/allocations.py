@@ -113,6 +113,19 @@ def compress(name: str, method: str, ratio: float, seed: int, flags: list[str], 
     return json.loads(path.read_text())
 
 
+def from_scratch(name: str, seed: int, flags: list[str], path: Path, cache: str, env: dict | None = None) -> dict:
+    """aa-svd + sensitivity (exact solver) at 20% with `flags`, timed from an empty statistics cache: the cache is
+    emptied unless the run's JSON is already there (then it is read, not run)."""
+    if not path.exists():
+        shutil.rmtree(cache, ignore_errors=True)
+    return compress(name, "aa-svd", 0.2, seed, CANDIDATES["sensitivity exact"], flags, path=path, cache=cache, env=env)
+
+
+TIMING_COLUMNS = [("forward", "its forward s", "f1"), ("statistics", "statistics s", "f1"),
+                  ("allocation", "search s", "f1"), ("compression", "compression s", "f1"),
+                  ("refinement", "refinement s", "f1"), ("x_forward", "× its forward", "f1")]   # _timed's
+
+
 def select() -> dict[str, str]:
     """Every candidate on seed 0; per allocation, the setting with the lowest development perplexity."""
     results = {name: compress(name, "svd-llm", 0.2, 0, flags) for name, flags in CANDIDATES.items()}
@@ -217,18 +230,13 @@ def scratch(seeds: list[int]) -> None:
     chosen, chosen_flags = fast(seeds)
     rows = []
     for seed in seeds:
-        path, cache = OUT / f"scratch-{slug(chosen)}-s{seed}.json", f"/tmp/svd-explorer-scratch-s{seed}"
-        if not path.exists():
-            shutil.rmtree(cache, ignore_errors=True)       # an empty cache: statistics and search timed too
-        result = compress(chosen, "aa-svd", 0.2, seed, CANDIDATES["sensitivity exact"],
-                          [*chosen_flags, "--extra-eval", "ptb,lambada"], path=path, cache=cache)
+        result = from_scratch(chosen, seed, [*chosen_flags, "--extra-eval", "ptb,lambada"],
+                              OUT / f"scratch-{slug(chosen)}-s{seed}.json", f"/tmp/svd-explorer-scratch-s{seed}")
         rows.append(_timed(chosen, result))
     _write("fast", "The faster best pipeline from an empty cache", "python bench/allocations.py scratch",
            rows, [("run", "pipeline", None), ("seed", "seed", None), ("dev", "development ppl", "f2"),
                   ("wikitext2", "WikiText-2", "f2"), ("ptb", "PTB", "f1"), ("lambada", "LAMBADA", "f1"),
-                  ("forward", "its forward s", "f1"), ("statistics", "statistics s", "f1"),
-                  ("allocation", "search s", "f1"), ("compression", "compression s", "f1"),
-                  ("refinement", "refinement s", "f1"), ("x_forward", "× its forward", "f1")])
+                  *TIMING_COLUMNS])
 
 
 FAST = [*REFINEMENTS["refine 50 steps lr 6e-4"], "--search-windows", "1"]   # what `fast` chose (fast_select.json)
@@ -242,21 +250,16 @@ def kept(seeds: list[int]) -> None:
     rows = []
     for seed in seeds:
         for label, limit in KEEPING.items():
-            name, cache = f"fast from scratch, outputs {label}", f"/tmp/svd-explorer-kept-s{seed}"
-            path = OUT / f"{slug(name)}-s{seed}.json"
-            if not path.exists():
-                shutil.rmtree(cache, ignore_errors=True)
-            result = compress(name, "aa-svd", 0.2, seed, CANDIDATES["sensitivity exact"],
-                              [*FAST, *FLOAT32, "--extra-eval", "ptb,lambada"], path=path, cache=cache,
-                              env={"SVD_EXPLORER_KEEP_OUTPUTS_MB": limit})
+            name = f"fast from scratch, outputs {label}"
+            result = from_scratch(name, seed, [*FAST, *FLOAT32, "--extra-eval", "ptb,lambada"],
+                                  OUT / f"{slug(name)}-s{seed}.json", f"/tmp/svd-explorer-kept-s{seed}",
+                                  env={"SVD_EXPLORER_KEEP_OUTPUTS_MB": limit})
             rows.append(_timed(f"outputs {label}", result) | {"rss": result["peak_rss_mb"]})
     _write("kept", "The faster best pipeline from an empty cache, the statistics pass's outputs kept or not",
            f"python bench/allocations.py kept --seeds {','.join(map(str, seeds))}", rows,
            [("run", "original outputs", None), ("seed", "seed", None), ("dev", "development ppl", "f2"),
             ("wikitext2", "WikiText-2", "f2"), ("ptb", "PTB", "f2"), ("lambada", "LAMBADA", "f2"),
-            ("forward", "its forward s", "f1"), ("statistics", "statistics s", "f1"), ("allocation", "search s", "f1"),
-            ("compression", "compression s", "f1"), ("refinement", "refinement s", "f1"),
-            ("x_forward", "× its forward", "f1"), ("rss", "peak RSS MB", "f0")],
+            *TIMING_COLUMNS, ("rss", "peak RSS MB", "f0")],
            f"{cpu_machine()}; float32 passes")
 
 
@@ -409,12 +412,8 @@ def auto_passes(seeds: list[int]) -> None:
            f"python bench/allocations.py auto --seeds {','.join(map(str, seeds))}", rows,
            [("run", "refinement", None), ("seed", "seed", None), ("dev", "development ppl", "f2"),
             ("excess", "over the original's (chosen on)", "f3"), ("wikitext2", "WikiText-2", "f2"),
-            ("ptb", "PTB", "f1"), ("lambada", "LAMBADA", "f1"), ("forward", "its forward s", "f1"),
-            ("statistics", "statistics s", "f1"), ("allocation", "search s", "f1"),
-            ("compression", "compression s", "f1"), ("refinement", "refinement s", "f1"),
-            ("x_forward", "× its forward", "f1")],
+            ("ptb", "PTB", "f1"), ("lambada", "LAMBADA", "f1"), *TIMING_COLUMNS],
            f"{cpu_machine()}; --precision auto (bfloat16 passes here); the bar: {bar:.4f}")
-
 
 
 def _choose_auto(seeds: list[int], bar: float) -> tuple[list[dict], str]:
@@ -427,20 +426,22 @@ def _choose_auto(seeds: list[int], bar: float) -> tuple[list[dict], str]:
                      [*extra, *ONE_WINDOW, *DEV_ONLY]) for s in seeds]))
         excesses[name] = rows[-1]["excess"]["mean"]
     passing = [n for n, e in excesses.items() if e <= bar] or ["refine 50 steps lr 6e-4"]
-    chosen = min(passing, key=lambda n: (int(SETTINGS[n][1]), excesses.get(n, 0)))
+    chosen = min(passing, key=lambda n: (refine_steps(SETTINGS[n]), excesses.get(n, 0)))
     print(f"chosen: {chosen}", file=sys.stderr)
     return rows, chosen
 
 
 def _auto_from_scratch(name: str, seed: int) -> dict:
     """The pipeline with refinement `name` and auto passes from an empty cache, timed (its JSON reused if there)."""
-    label, cache = f"auto passes from scratch, {name}", f"/tmp/svd-explorer-auto-s{seed}"
-    path = OUT / f"{slug(label)}-s{seed}.json"
-    if not path.exists():
-        shutil.rmtree(cache, ignore_errors=True)
-    result = compress(label, "aa-svd", 0.2, seed, CANDIDATES["sensitivity exact"],
-                      [*SETTINGS[name], *ONE_WINDOW, "--extra-eval", "ptb,lambada"], path=path, cache=cache)
+    label = f"auto passes from scratch, {name}"
+    result = from_scratch(label, seed, [*SETTINGS[name], *ONE_WINDOW, "--extra-eval", "ptb,lambada"],
+                          OUT / f"{slug(label)}-s{seed}.json", f"/tmp/svd-explorer-auto-s{seed}")
     return _timed(f"{name}, from scratch", result) | {"excess": excess(result)}
+
+
+def refine_steps(flags: list[str]) -> int:
+    return int(flags[flags.index("--refine-steps") + 1])
+
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
